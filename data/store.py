@@ -1,0 +1,725 @@
+"""The zarr v3 result store: one group per run, written region by region, resumable.
+
+A run's output must survive crashes and parallel writers, so the store is built in three moves:
+
+1. ``ResultStore.create`` writes the whole template (every variable, its chunks, fill value,
+   coordinates and attrs, but no data) into a temporary sibling directory and renames it into
+   place, so ``path`` either holds a complete template or nothing.
+2. ``write_region`` fills one region: a contiguous block of slices that is exactly one chunk
+   along ``slice``, so two workers (threads or processes) never touch the same chunk file.
+   Array data goes straight through zarr; no metadata is rewritten, so concurrent region
+   writes cannot race on ``zarr.json``.
+3. Only after the arrays are written is the region recorded in a manifest: one small JSON file
+   per region under ``<store>/_inversa/regions/<index>.json``, replaced atomically. A crash
+   before that leaves the region pending, and a rerun writes it again (idempotently).
+
+``<store>/_inversa/store.json`` marks a directory as an inversa store and records its layout and
+digests; ``create`` uses it to decide between resuming, refusing (different recipe or input
+digest) and replacing (``overwrite=True``), and never deletes a directory that lacks it. Zarr
+never lists ``_inversa`` because the group's metadata is consolidated at creation.
+
+Scientists read the result lazily with ``xr.open_zarr(path)`` (or ``ResultStore.to_xarray``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import time
+import tomllib
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+__all__ = [
+    "IMAGE_VARIABLES",
+    "ResultStore",
+    "StoreConflict",
+    "StoreError",
+    "StoreInputError",
+    "StoreLayout",
+]
+
+IMAGE_VARIABLES = ("mean", "std", "lower", "upper")
+"""Posterior summaries every store holds, float32 over ``(slice, y, x)``."""
+
+STORE_FORMAT = "inversa-result-store"
+STORE_FORMAT_VERSION = 1
+META_DIR = "_inversa"
+MARKER_FILE = "store.json"
+REGIONS_DIR = "regions"
+REQUIRED_DIGESTS = ("recipe_digest", "input_digest")
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class StoreError(RuntimeError):
+    """A result store cannot be created, opened or written as asked."""
+
+
+class StoreConflict(StoreError):
+    """``path`` holds a store from a different recipe, input or layout than this run's."""
+
+
+class StoreInputError(StoreError, ValueError):
+    """An argument given to the store (an array, provenance, a layout value) is invalid."""
+
+
+# --------------------------------------------------------------------------------------------
+# Layout
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Everything that fixes the shape of a store; two runs may share a store only if equal."""
+
+    n_slices: int
+    image_shape: tuple[int, int]
+    pixel_size_mm: float
+    region_size: int
+    credible_level: float
+    n_samples: int
+    with_reference: bool
+    metric_names: tuple[str, ...]
+    slice_labels: tuple[Any, ...] | None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        n_slices: int,
+        image_shape: Sequence[int],
+        pixel_size_mm: float,
+        region_size: int,
+        credible_level: float,
+        n_samples: int,
+        with_reference: bool,
+        metric_names: Sequence[str],
+        slice_coord: Sequence[Any] | np.ndarray | None,
+    ) -> "StoreLayout":
+        """Validate the caller's values; ``region_size`` is capped at ``n_slices``."""
+        n_slices = _positive_int(n_slices, "n_slices")
+        shape = tuple(image_shape)
+        if len(shape) != 2:
+            raise StoreInputError(f"image_shape: expected (H, W), got {image_shape!r}")
+        shape = (_positive_int(shape[0], "image_shape[0]"), _positive_int(shape[1], "image_shape[1]"))
+        pixel = float(pixel_size_mm)
+        if not (math.isfinite(pixel) and pixel > 0):
+            raise StoreInputError(f"pixel_size_mm: expected a finite number > 0, got {pixel_size_mm!r}")
+        region = min(_positive_int(region_size, "region_size"), n_slices)
+        level = float(credible_level)
+        if not 0.0 < level < 1.0:
+            raise StoreInputError(f"credible_level: expected a number in (0, 1), got {credible_level!r}")
+        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 0:
+            raise StoreInputError(f"n_samples: expected an integer >= 0, got {n_samples!r}")
+        names = tuple(metric_names)
+        for name in names:
+            if not isinstance(name, str) or not _METRIC_NAME.match(name):
+                raise StoreInputError(
+                    f"metric_names: expected names of letters, digits and '_', got {name!r}"
+                )
+        if len(set(names)) != len(names):
+            raise StoreInputError(f"metric_names: expected unique names, got {list(names)}")
+        labels = None
+        if slice_coord is not None:
+            array = np.asarray(slice_coord)
+            if array.shape != (n_slices,):
+                raise StoreInputError(
+                    f"slice_coord: expected {n_slices} labels (one per slice), got shape {array.shape}"
+                )
+            if array.dtype.kind not in "iufU":
+                raise StoreInputError(
+                    f"slice_coord: expected integer, float or string labels, got dtype {array.dtype}"
+                )
+            if len(np.unique(array)) != n_slices:
+                raise StoreInputError("slice_coord: expected unique labels, got repeated ones")
+            labels = tuple(array.tolist())
+        return cls(
+            n_slices=n_slices,
+            image_shape=shape,
+            pixel_size_mm=pixel,
+            region_size=region,
+            credible_level=level,
+            n_samples=int(n_samples),
+            with_reference=bool(with_reference),
+            metric_names=names,
+            slice_labels=labels,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> "StoreLayout":
+        labels = obj["slice_labels"]
+        return cls(
+            n_slices=int(obj["n_slices"]),
+            image_shape=tuple(int(v) for v in obj["image_shape"]),
+            pixel_size_mm=float(obj["pixel_size_mm"]),
+            region_size=int(obj["region_size"]),
+            credible_level=float(obj["credible_level"]),
+            n_samples=int(obj["n_samples"]),
+            with_reference=bool(obj["with_reference"]),
+            metric_names=tuple(obj["metric_names"]),
+            slice_labels=None if labels is None else tuple(labels),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["image_shape"] = list(self.image_shape)
+        out["metric_names"] = list(self.metric_names)
+        out["slice_labels"] = None if self.slice_labels is None else list(self.slice_labels)
+        return out
+
+    @property
+    def regions(self) -> list[tuple[int, int]]:
+        step = self.region_size
+        return [(start, min(start + step, self.n_slices)) for start in range(0, self.n_slices, step)]
+
+    def differences(self, other: "StoreLayout") -> list[str]:
+        """Names of the fields that differ, for conflict messages."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [key for key in mine if mine[key] != theirs[key]]
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+
+
+class ResultStore:
+    """A handle on one run's result store; cheap to pickle and to send to worker processes."""
+
+    def __init__(self, path: Path, layout: StoreLayout, attrs: Mapping[str, Any]):
+        # Use ``create`` or ``open``; this only binds already-validated state.
+        self.path = Path(path)
+        self.layout = layout
+        self._attrs = dict(attrs)
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        n_slices: int,
+        image_shape: Sequence[int],
+        pixel_size_mm: float,
+        region_size: int,
+        provenance: Mapping[str, Any],
+        credible_level: float = 0.9,
+        n_samples: int = 0,
+        with_reference: bool = False,
+        metric_names: Sequence[str] = (),
+        slice_coord: Sequence[Any] | np.ndarray | None = None,
+        overwrite: bool = False,
+    ) -> "ResultStore":
+        """Create the store, or reopen it for resume when it was made for the same run.
+
+        "The same run" means the same ``provenance["recipe_digest"]``, the same
+        ``provenance["input_digest"]`` and the same layout; then nothing is written and the
+        regions already done stay done. A different digest or layout raises ``StoreConflict``
+        unless ``overwrite`` is true, in which case the new template is built first and then
+        swapped in. A path that holds anything but an inversa store is always refused.
+        """
+        path = Path(path)
+        layout = StoreLayout.build(
+            n_slices=n_slices,
+            image_shape=image_shape,
+            pixel_size_mm=pixel_size_mm,
+            region_size=region_size,
+            credible_level=credible_level,
+            n_samples=n_samples,
+            with_reference=with_reference,
+            metric_names=metric_names,
+            slice_coord=slice_coord,
+        )
+        provenance = _jsonable(dict(provenance), "provenance")
+        for key in REQUIRED_DIGESTS:
+            if not isinstance(provenance.get(key), str) or not provenance[key]:
+                raise StoreInputError(
+                    f"provenance[{key!r}]: expected a non-empty string (the store uses it to "
+                    f"decide whether {path} may be resumed), got {provenance.get(key)!r}"
+                )
+
+        # Two attempts: a concurrent creator may win the rename between our check and ours.
+        for _ in range(2):
+            if os.path.lexists(path):
+                existing = cls.open(path)
+                problems = existing._mismatches(layout, provenance)
+                if not problems:
+                    return existing
+                if not overwrite:
+                    raise StoreConflict(
+                        f"{path} already holds an inversa result store for a different run: "
+                        + "; ".join(problems)
+                        + f". Its {len(existing.done_regions())} finished region(s) are kept; "
+                        "pass overwrite=True (--overwrite) to replace the store, or choose another path."
+                    )
+                staged = _stage_template(path, layout, provenance)
+                _swap_into_place(staged, path)
+                return cls.open(path)
+            staged = _stage_template(path, layout, provenance)
+            try:
+                os.rename(staged, path)
+            except OSError:
+                shutil.rmtree(staged, ignore_errors=True)
+                if not os.path.lexists(path):
+                    raise
+                continue  # somebody else created it meanwhile: judge theirs
+            return cls.open(path)
+        raise StoreError(f"{path}: could not create the store; another process keeps replacing it")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ResultStore":
+        """Open an existing store, after checking that it is one."""
+        path = Path(path)
+        marker = _read_marker(path)
+        try:
+            layout = StoreLayout.from_json(marker["layout"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(
+                f"{path / META_DIR / MARKER_FILE}: 'layout' is missing or malformed ({exc!r}); "
+                "expected the layout written by ResultStore.create"
+            ) from exc
+        try:
+            group = zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=True)
+            attrs = group.attrs.asdict()
+        except Exception as exc:  # zarr raises several kinds for a damaged group
+            raise StoreError(
+                f"{path}: the zarr v3 group metadata (zarr.json) cannot be read ({exc!r}); "
+                "expected a store written by ResultStore.create"
+            ) from exc
+        return cls(path, layout, attrs)
+
+    # -- read-only state --------------------------------------------------------------------
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self._attrs["provenance"]
+
+    @property
+    def credible_level(self) -> float:
+        return self.layout.credible_level
+
+    @property
+    def regions(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` along ``slice`` for each region; each is exactly one chunk."""
+        return self.layout.regions
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The group's attrs as last read or written by this handle."""
+        return dict(self._attrs)
+
+    def __repr__(self) -> str:
+        done = len(self.done_regions())
+        return (
+            f"ResultStore({str(self.path)!r}, slices={self.layout.n_slices}, "
+            f"image_shape={self.layout.image_shape}, regions={done}/{len(self.regions)} done)"
+        )
+
+    # -- manifest ---------------------------------------------------------------------------
+
+    def done_regions(self) -> set[int]:
+        """Regions whose manifest entry exists and is readable; anything else is pending."""
+        return {i for i in range(len(self.regions)) if self._read_record(i) is not None}
+
+    def pending_regions(self) -> list[int]:
+        done = self.done_regions()
+        return [i for i in range(len(self.regions)) if i not in done]
+
+    def region_record(self, index: int) -> dict[str, Any]:
+        """The manifest entry of a finished region: start, stop, completed_at (UTC, ISO 8601),
+        write_seconds, write_count, writer (host, pid) and the caller's ``info``."""
+        self._region_bounds(index)
+        record = self._read_record(index)
+        if record is None:
+            raise StoreError(f"{self.path}: region {index} is not recorded as done")
+        return record
+
+    def _manifest_path(self, index: int) -> Path:
+        return self.path / META_DIR / REGIONS_DIR / f"{index}.json"
+
+    def _read_record(self, index: int) -> dict[str, Any] | None:
+        start, stop = self.regions[index]
+        try:
+            record = json.loads(self._manifest_path(index).read_text())
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(record, dict)
+            or record.get("index") != index
+            or record.get("start") != start
+            or record.get("stop") != stop
+        ):
+            return None
+        return record
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_region(
+        self,
+        index: int,
+        *,
+        mean: np.ndarray,
+        std: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        samples: np.ndarray | None = None,
+        reference: np.ndarray | None = None,
+        metrics: Mapping[str, np.ndarray] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write one region's arrays, then record it as done; returns the manifest record.
+
+        Image arrays have shape ``(stop - start, H, W)``, ``samples`` ``(n_samples, stop -
+        start, H, W)``, each metric ``(stop - start,)``. Everything is checked before anything
+        is written. ``info`` (JSON-serialisable: compute seconds, NFE, device...) goes into
+        the manifest record. Rewriting a region with the same arrays gives the same store.
+        """
+        start, stop = self._region_bounds(index)
+        n = stop - start
+        height, width = self.layout.image_shape
+        where = f"{self.path} region {index} (slices {start}:{stop})"
+
+        arrays: dict[str, np.ndarray] = {}
+        for name, value in zip(IMAGE_VARIABLES, (mean, std, lower, upper)):
+            arrays[name] = _checked_array(value, name, (n, height, width), np.float32, where)
+        if self.layout.n_samples:
+            if samples is None:
+                raise StoreInputError(
+                    f"{where}: 'samples' is required, the store was created with "
+                    f"n_samples={self.layout.n_samples}"
+                )
+            arrays["samples"] = _checked_array(
+                samples, "samples", (self.layout.n_samples, n, height, width), np.float32, where
+            )
+        elif samples is not None:
+            raise StoreInputError(f"{where}: got 'samples' but the store was created with n_samples=0")
+        if self.layout.with_reference:
+            if reference is None:
+                raise StoreInputError(
+                    f"{where}: 'reference' is required, the store was created with with_reference=True"
+                )
+            arrays["reference"] = _checked_array(reference, "reference", (n, height, width), np.float32, where)
+        elif reference is not None:
+            raise StoreInputError(f"{where}: got 'reference' but the store was created with with_reference=False")
+        for name, value in (metrics or {}).items():
+            if name not in self.layout.metric_names:
+                raise StoreInputError(
+                    f"{where}: metric {name!r} was not declared; expected one of "
+                    f"{list(self.layout.metric_names)} (metric_names given to create)"
+                )
+            arrays[f"metric_{name}"] = _checked_array(value, f"metric_{name}", (n,), np.float64, where)
+        info = _jsonable(dict(info or {}), "info")
+
+        began = time.perf_counter()
+        group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
+        for name, value in arrays.items():
+            if name == "samples":
+                group[name][:, start:stop] = value
+            else:
+                group[name][start:stop] = value
+        seconds = time.perf_counter() - began
+
+        previous = self._read_record(index)
+        record = {
+            "index": index,
+            "start": start,
+            "stop": stop,
+            "completed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "write_seconds": seconds,
+            "write_count": (previous["write_count"] if previous else 0) + 1,
+            "writer": {"host": socket.gethostname(), "pid": os.getpid()},
+            "info": info,
+        }
+        _write_json_atomic(self._manifest_path(index), record)
+        return record
+
+    def write_summary(self, metrics: Mapping[str, Any], report: Mapping[str, Any] | None = None) -> None:
+        """Record run-level metrics (and an optional report) in the group attrs.
+
+        Call once, from one process, after the regions are done: it rewrites the root
+        ``zarr.json``. Non-finite floats become ``null`` because zarr metadata must be strict
+        JSON for other zarr implementations to read it.
+        """
+        update = {"summary_metrics": _jsonable(dict(metrics), "metrics")}
+        if report is not None:
+            update["report"] = _jsonable(dict(report), "report")
+        group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
+        group.attrs.update(update)
+        self._attrs.update(update)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def to_xarray(self) -> xr.Dataset:
+        """The whole store as a lazy (dask-backed) dataset; unwritten values read as NaN."""
+        return xr.open_zarr(self.path, consolidated=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _region_bounds(self, index: int) -> tuple[int, int]:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise StoreInputError(f"{self.path}: region index must be an integer, got {index!r}")
+        if not 0 <= index < len(self.regions):
+            raise StoreInputError(
+                f"{self.path}: region index {index} out of range; expected 0..{len(self.regions) - 1}"
+            )
+        return self.regions[int(index)]
+
+    def _mismatches(self, layout: StoreLayout, provenance: Mapping[str, Any]) -> list[str]:
+        problems = []
+        for key in REQUIRED_DIGESTS:
+            theirs = self.provenance.get(key)
+            if theirs != provenance[key]:
+                problems.append(f"{key} differs (store: {theirs!r}, this run: {provenance[key]!r})")
+        changed = self.layout.differences(layout)
+        if changed:
+            mine, new = self.layout.to_json(), layout.to_json()
+            problems.append(
+                "layout differs in "
+                + ", ".join(f"{k} (store: {mine[k]!r}, this run: {new[k]!r})" for k in changed)
+            )
+        return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Template
+
+
+def _template_dataset(layout: StoreLayout, provenance: Mapping[str, Any]) -> xr.Dataset:
+    """All variables as lazy NaN arrays chunked one region per chunk, with coords and attrs."""
+    n, (height, width), r = layout.n_slices, layout.image_shape, layout.region_size
+    image_dims = ("slice", "y", "x")
+
+    def empty(shape, chunks, dtype):
+        return da.full(shape, np.nan, dtype=dtype, chunks=chunks)
+
+    variables: dict[str, tuple] = {}
+    descriptions = {
+        "mean": "posterior mean",
+        "std": "posterior standard deviation",
+        "lower": f"lower end of the central {layout.credible_level:g} credible interval",
+        "upper": f"upper end of the central {layout.credible_level:g} credible interval",
+    }
+    for name in IMAGE_VARIABLES:
+        variables[name] = (
+            image_dims,
+            empty((n, height, width), (r, height, width), np.float32),
+            {"long_name": descriptions[name]},
+        )
+    if layout.n_samples:
+        variables["samples"] = (
+            ("sample",) + image_dims,
+            empty((layout.n_samples, n, height, width), (1, r, height, width), np.float32),
+            {"long_name": "posterior samples"},
+        )
+    if layout.with_reference:
+        variables["reference"] = (
+            image_dims,
+            empty((n, height, width), (r, height, width), np.float32),
+            {"long_name": "reference (ground truth) image"},
+        )
+    for name in layout.metric_names:
+        variables[f"metric_{name}"] = (("slice",), empty((n,), (r,), np.float64), {"long_name": name})
+
+    slice_values = np.arange(n) if layout.slice_labels is None else np.asarray(layout.slice_labels)
+    coords = {
+        "slice": ("slice", slice_values),
+        "y": ("y", pixel_centres(height, layout.pixel_size_mm), {"units": "mm", "long_name": "pixel centre y"}),
+        "x": ("x", pixel_centres(width, layout.pixel_size_mm), {"units": "mm", "long_name": "pixel centre x"}),
+    }
+    attrs = {
+        "credible_level": layout.credible_level,
+        "inversa_version": inversa_version(),
+        "pixel_size_mm": layout.pixel_size_mm,
+        "region_size": layout.region_size,
+        "provenance": dict(provenance),
+    }
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def _template_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    encoding = {}
+    for name, var in ds.data_vars.items():
+        encoding[name] = {
+            "chunks": tuple(c[0] for c in var.chunks),
+            "_FillValue": var.dtype.type(np.nan),
+        }
+    return encoding
+
+
+def _write_template(target: Path, layout: StoreLayout, provenance: Mapping[str, Any]) -> None:
+    """Template first, marker last: a directory without the marker is never taken for a store."""
+    ds = _template_dataset(layout, provenance)
+    with warnings.catch_warnings():
+        # zarr notes that consolidated metadata is not (yet) in the v3 spec; we rely on it so
+        # that readers never list the `_inversa` directory.
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        ds.to_zarr(
+            target,
+            mode="w-",
+            compute=False,
+            zarr_format=3,
+            consolidated=True,
+            encoding=_template_encoding(ds),
+        )
+    (target / META_DIR / REGIONS_DIR).mkdir(parents=True)
+    _write_marker(target, layout, provenance)
+
+
+def _write_marker(target: Path, layout: StoreLayout, provenance: Mapping[str, Any]) -> None:
+    marker = {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "inversa_version": inversa_version(),
+        "layout": layout.to_json(),
+        **{key: provenance[key] for key in REQUIRED_DIGESTS},
+    }
+    _write_json_atomic(target / META_DIR / MARKER_FILE, marker)
+
+
+def _stage_template(path: Path, layout: StoreLayout, provenance: Mapping[str, Any]) -> Path:
+    """Write the template into a fresh sibling of ``path``; on failure leave nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = _sibling(path, "tmp")
+    try:
+        _write_template(staged, layout, provenance)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def _swap_into_place(staged: Path, path: Path) -> None:
+    """Replace the store at ``path`` with ``staged``; restore the old one if the swap fails.
+
+    Two renames, not one: POSIX cannot rename a directory onto a non-empty one. Between them
+    ``path`` is briefly absent and the old store sits at ``.<name>.inversa-old-*``.
+    """
+    retired = _sibling(path, "old")
+    try:
+        os.rename(path, retired)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    try:
+        os.rename(staged, path)
+    except BaseException:
+        os.rename(retired, path)
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _sibling(path: Path, role: str) -> Path:
+    return path.with_name(f".{path.name}.inversa-{role}-{uuid.uuid4().hex[:12]}")
+
+
+def _read_marker(path: Path) -> dict[str, Any]:
+    marker_path = path / META_DIR / MARKER_FILE
+    if not path.is_dir() or not (path / "zarr.json").is_file() or not marker_path.is_file():
+        kind = "a file" if path.is_file() else "a directory" if path.is_dir() else "something"
+        raise StoreError(
+            f"{path} exists and is {kind} that is not an inversa result store (no zarr.json and "
+            f"{META_DIR}/{MARKER_FILE}); inversa never writes into or deletes data it did not "
+            "create, even with overwrite. Choose another path or remove it yourself."
+        )
+    try:
+        marker = json.loads(marker_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{marker_path}: unreadable store marker ({exc!r}); expected JSON") from exc
+    if not isinstance(marker, dict) or marker.get("format") != STORE_FORMAT:
+        raise StoreError(f"{marker_path}: 'format' is not {STORE_FORMAT!r}; not an inversa result store")
+    if marker.get("format_version") != STORE_FORMAT_VERSION:
+        raise StoreError(
+            f"{marker_path}: store format_version {marker.get('format_version')!r}; this inversa "
+            f"reads version {STORE_FORMAT_VERSION}"
+        )
+    return marker
+
+
+# --------------------------------------------------------------------------------------------
+# Small utilities
+
+
+def pixel_centres(n: int, pixel_size_mm: float) -> np.ndarray:
+    """Pixel-centre coordinates in mm, centred on the rotation axis (docs/conventions.md)."""
+    return (np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * pixel_size_mm
+
+
+def inversa_version() -> str:
+    """The installed distribution's version, else the source tree's pyproject.toml."""
+    try:
+        return importlib.metadata.version("inversa")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0+unknown"
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise StoreInputError(f"{name}: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _checked_array(value: Any, name: str, shape: tuple[int, ...], dtype: type, where: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.shape != shape:
+        raise StoreInputError(f"{where}: variable {name!r} has shape {array.shape}, expected {shape}")
+    if array.dtype.kind not in "biuf":
+        raise StoreInputError(f"{where}: variable {name!r} has dtype {array.dtype}, expected real numbers")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """A strict-JSON copy of ``value`` (numpy scalars/arrays unwrapped, non-finite floats to None)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise StoreInputError(f"{where}: key {key!r} is not a string; expected a JSON object")
+            out[key] = _jsonable(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist(), where)
+    if isinstance(value, np.generic):
+        return _jsonable(value.item(), where)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise StoreInputError(f"{where}: a {type(value).__name__} cannot be stored; expected JSON-serialisable values")
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a unique temp file in the same directory, fsync, then ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=1, allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

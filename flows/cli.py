@@ -1,0 +1,225 @@
+"""The `inversa` command line.
+
+Every command validates before it computes and exits non-zero with one clear line when
+something is wrong (no traceback for a user's mistake); `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+
+def _quiet_prefect_defaults() -> None:
+    """No network from Prefect on a laptop or CI; set before Prefect is imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+EXAMPLES = {
+    "demo": "inversa demo --output ./inversa-demo",
+    "run": (
+        "inversa run htc2022-limited --input ../shared/data/ct/htc2022/htc2022_ta_full.mat \\\n"
+        "    --output ta-60.zarr --set angular_range_deg=60 --set start_angle_deg=0"
+    ),
+    "check": "inversa check ct-tv --input study.nc --set method.params.iterations=300",
+    "show": "inversa show ta-60.zarr --json   |   inversa show ta-60.zarr --png ta-60.png",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inversa",
+        description="Uncertainty-aware reconstruction pipelines (CT today; MRI and PDE fields next).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()),
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, epilog=f"Example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        return p
+
+    demo = add("demo", "Simulate a small limited-angle CT study and reconstruct it with several methods.")
+    demo.add_argument("--output", default="inversa-demo", help="directory for the study and stores")
+    demo.add_argument("--verbose", action="store_true", help="show Prefect's logs")
+
+    def recipe_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("recipe", help="a recipe file, or the name of a shipped recipe (see recipes/)")
+        p.add_argument("--input", help="measurement file (overrides the recipe's input)")
+        p.add_argument("--output", help="result store path (overrides the recipe's output)")
+        p.add_argument("--reference", help="reference image or segmentation for metrics")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a recipe field by dotted path, e.g. method.params.iterations=200")
+
+    run = add("run", "Run a recipe through the reconstruct flow into a zarr store.")
+    recipe_args(run)
+    run.add_argument("--overwrite", action="store_true", help="replace a store written by another run")
+
+    check = add("check", "Validate a recipe and its input and print the plan; writes nothing.")
+    recipe_args(check)
+    check.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    show = add("show", "Summarise a result store: variables, metrics, provenance.")
+    show.add_argument("store")
+    show.add_argument("--json", action="store_true", help="print one JSON document")
+    show.add_argument("--png", metavar="FILE", help="write a preview (mean | std) of a slice as PNG")
+    show.add_argument("--slice", type=int, default=0, help="slice for --png (default 0)")
+    return parser
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from flows.recipe import load_recipe
+    from tasks.plan import make_plan
+
+    recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
+    plan = make_plan(recipe.model_dump())
+    if args.json:
+        print(json.dumps({"recipe": recipe.model_dump(), "recipe_digest": recipe.digest(), "plan": plan.as_dict()},
+                         indent=2, default=str))
+        return 0
+    print(f"recipe     {recipe.name}  ({recipe.digest()[:19]})")
+    print(f"input      {plan.input}")
+    print(f"measured   {plan.n_slices} slice(s) x {plan.n_angles} views ({plan.angle_span_deg:.1f} deg) "
+          f"x {plan.n_det} detectors, {plan.geometry} beam")
+    print(f"grid       {plan.image_size} x {plan.image_size} at {plan.pixel_size_mm:.4g} mm")
+    print(f"method     {plan.method} {plan.method_params}, {plan.samples} sample(s)")
+    print(f"regions    {len(plan.regions)} of up to {recipe.region_size} slice(s)")
+    print(f"memory     about {_human_bytes(plan.estimated_memory_bytes)} per worker")
+    print(f"storage    at most {_human_bytes(plan.estimated_storage_bytes)} (before compression)")
+    print(f"output     {plan.output or '(none given: pass --output to run)'}")
+    return 0
+
+
+def _terminal_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("regions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        transient=False, disable=not sys.stderr.isatty())
+    state: dict = {}
+
+    def hook(done: int, total: int) -> None:
+        if "task" not in state:
+            progress.start()
+            state["task"] = progress.add_task("regions", total=total)
+        progress.update(state["task"], completed=done, total=total)
+        if done >= total:
+            progress.stop()
+
+    return hook, progress
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows import reconstruct as module
+    from flows.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
+    if not recipe.output:
+        raise ValueError(f"recipe {recipe.name!r}: no output store; give one with --output STORE")
+    hook, bar = _terminal_progress()
+    module.progress_hook = hook
+    try:
+        result = module.reconstruct(recipe.model_dump(), overwrite=args.overwrite)
+    finally:
+        bar.stop()
+        module.progress_hook = None
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from data.store import ResultStore
+
+    store = ResultStore.open(args.store)
+    ds = store.to_xarray()
+    doc = {
+        "store": str(store.path),
+        "dims": {k: int(v) for k, v in ds.sizes.items()},
+        "variables": {
+            str(k): {"dims": list(v.dims), "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in ds.data_vars.items()
+        },
+        "credible_level": store.credible_level,
+        "regions": {"total": len(store.regions), "done": len(store.done_regions())},
+        "metrics": store.summary,
+        "provenance": store.provenance,
+    }
+    if args.png:
+        import numpy as np
+
+        from data.png import side_by_side, write_png
+
+        if not 0 <= args.slice < ds.sizes["slice"]:
+            raise ValueError(f"{args.store}: --slice {args.slice}: expected 0..{ds.sizes['slice'] - 1}")
+        one = ds.isel(slice=args.slice)
+        panels = [np.asarray(one["mean"].values)]
+        if np.isfinite(one["std"].values).any():
+            panels.append(np.asarray(one["std"].values))
+        write_png(args.png, side_by_side(panels))
+        doc["png"] = str(Path(args.png).resolve())
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    print(f"store        {doc['store']}")
+    print(f"dims         {doc['dims']}")
+    for name, v in doc["variables"].items():
+        print(f"  {name:<16} {tuple(v['dims'])} {v['dtype']}")
+    print(f"regions      {doc['regions']['done']}/{doc['regions']['total']} done")
+    prov = doc["provenance"]
+    print(f"method       {prov.get('method')} {prov.get('method_params')}")
+    print(f"input        {prov.get('input')} ({str(prov.get('input_digest'))[:19]})")
+    print(f"recipe       {prov.get('recipe', {}).get('name')} ({str(prov.get('recipe_digest'))[:19]})")
+    for key, value in (doc["metrics"] or {}).items():
+        print(f"  {key:<14} {value}")
+    if "png" in doc:
+        print(f"preview      {doc['png']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.demo import run_demo
+
+    run_demo(Path(args.output))
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show}
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_prefect_defaults()
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line for the user, traceback on --debug
+        if args.debug:
+            raise
+        message = textwrap.shorten(str(exc), width=2000, placeholder=" ...") or type(exc).__name__
+        print(f"inversa {args.command}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

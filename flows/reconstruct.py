@@ -1,0 +1,99 @@
+"""The `reconstruct` flow: one measurement file in, one uncertainty store out.
+
+Load and validate, plan regions, write the store template, reconstruct the pending regions in
+parallel tasks (each writes its own region and records it), then metrics and a report. A rerun
+of the same recipe on the same input finds the store, skips the regions already recorded as
+done, and ends with the same store as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from prefect import flow, get_run_logger
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from data.store import ResultStore
+from flows.recipe import load_recipe
+from tasks.pipeline import create_store_task, plan_task, region_task, report_task
+from tasks.plan import dataset_name
+from tasks.report import ProgressArtifact
+
+
+# Set by the command line to draw a terminal progress bar: called with (done, total).
+progress_hook: Callable[[int, int], None] | None = None
+
+
+class RegionsFailed(RuntimeError):
+    """Some regions failed; the others are written and a rerun resumes from them."""
+
+
+def _run_name() -> str:
+    params = flow_run.parameters or {}
+    recipe = params.get("recipe") or {}
+    return f"{recipe.get('name', 'recipe')} | {dataset_name(recipe.get('input'))}"
+
+
+@flow(
+    name="reconstruct",
+    flow_run_name=_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+    log_prints=True,
+    validate_parameters=False,
+)
+def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
+    """Reconstruct every slice of `recipe["input"]` into the store `recipe["output"]`."""
+    logger = get_run_logger()
+    progress = progress_hook
+    parsed = load_recipe(dict(recipe))
+    if not parsed.output:
+        raise ValueError(f"recipe {parsed.name!r}: no output store; give one with --output STORE")
+    spec = parsed.model_dump()
+    digest = parsed.digest()
+    dataset = dataset_name(parsed.input)
+
+    plan = plan_task.with_options(task_run_name=f"plan {dataset}")(spec)
+    store_path = create_store_task.with_options(task_run_name=f"store {dataset}")(spec, digest, plan, overwrite)
+    store = ResultStore.open(store_path)
+    pending = store.pending_regions()
+    total = len(store.regions)
+    logger.info(
+        "%s: %d slices in %d regions, %d already done; method %s; store %s",
+        dataset, plan.n_slices, total, total - len(pending), plan.method, store_path,
+    )
+    key = f"{parsed.name}-{dataset}"
+    bar = ProgressArtifact(key, total, total - len(pending), description=f"Regions of {dataset} reconstructed")
+    if progress:
+        progress(total - len(pending), total)
+
+    futures = {}
+    for index in pending:
+        start, stop = store.regions[index]
+        name = f"{dataset} slices {start}-{stop - 1}" if stop - start > 1 else f"{dataset} slice {start}"
+        futures[region_task.with_options(task_run_name=name).submit(store_path, index, spec)] = index
+
+    failures = []
+    for future in as_completed(list(futures)):
+        index = futures[future]
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - collect, report them all, then fail
+            failures.append((index, exc))
+            logger.error("region %d of %s failed: %s", index, dataset, exc)
+            continue
+        bar.advance(description=f"{bar.done}/{total} regions of {dataset}")
+        if progress:
+            progress(bar.done, total)
+    if failures:
+        first = failures[0][1]
+        raise RegionsFailed(
+            f"{len(failures)} of {total} regions of {dataset} failed (first: region {failures[0][0]}: {first}); "
+            f"the other regions are stored in {store_path}, rerun to resume"
+        ) from first
+
+    summary = report_task.with_options(task_run_name=f"report {dataset}")(
+        store_path, title=f"{parsed.name} on {dataset}", key=key
+    )
+    return {"store": store_path, "dataset": dataset, "method": plan.method, **summary}

@@ -1,0 +1,162 @@
+"""Planning a run: what will be computed, how big it is, and the store it goes into.
+
+`inversa check` prints the plan without writing anything; the flow creates the store template
+from the same plan, so what `check` promises is what `run` does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.digest import file_digest
+from data.readers import read_reference
+from data.store import ResultStore
+from tasks.measurement import geometry_for, grid_for, load_measurement
+from tasks.methods import build_sampler, method_defaults
+from tasks.region import METRICS
+
+BYTES_PER_NONZERO = 12  # float32 value + int64 column index of a CSR system matrix
+
+
+@dataclass
+class Plan:
+    dataset: str
+    input: str
+    output: str | None
+    n_slices: int
+    n_angles: int
+    n_det: int
+    geometry: str
+    angle_span_deg: float
+    image_size: int
+    pixel_size_mm: float
+    regions: list[tuple[int, int]]
+    method: str
+    method_params: dict[str, Any]
+    samples: int
+    estimated_memory_bytes: int
+    estimated_storage_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("inversa")
+    except PackageNotFoundError:
+        v = "0+unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{v}+g{commit}" if commit else v
+
+
+def dataset_name(path: str | None) -> str:
+    if not path:
+        return "no-input"
+    name = Path(path).name
+    for suffix in (".zarr", ".nc", ".mat", ".h5", ".hdf5", ".npz", ".npy"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def plan_regions(n_slices: int, region_size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + region_size, n_slices)) for a in range(0, n_slices, region_size)]
+
+
+def make_plan(recipe: dict[str, Any]) -> Plan:
+    """Validate the input (and reference) and size the run, writing nothing."""
+    measurement = load_measurement(recipe)
+    grid = grid_for(recipe, measurement)
+    geometry = geometry_for(measurement, grid)
+    geometry.validate()
+    n_slices = int(measurement.sizes["slice"])
+    if recipe.get("reference"):
+        ref = read_reference(recipe["reference"], variable=recipe.get("reference_variable"))
+        if ref.shape[-2:] != (grid.size, grid.size) or ref.sizes.get("slice", 1) != n_slices:
+            raise ValueError(
+                f"{recipe['reference']}: variable {ref.name!r}: expected {n_slices} slice(s) of "
+                f"{grid.size} x {grid.size} to match the reconstruction grid, got {tuple(ref.shape)}"
+            )
+    method = recipe["method"]
+    sampler = build_sampler(method["name"], method.get("params") or {})
+    samples = 1 if sampler.deterministic else int(recipe["samples"])
+    region_size = int(recipe.get("region_size") or 1)
+    n_angles, n_det = int(measurement.sizes["angle"]), int(measurement.sizes["detector"])
+    pixels = grid.size * grid.size
+    # Joseph's method: about 2 nonzeros per pixel crossed, rays cross ~sqrt(2) * size pixels.
+    nnz = n_angles * n_det * 2 * math.ceil(grid.size * 1.42)
+    working = region_size * (pixels * (8 + 2 * min(samples, 8)) + 4 * n_angles * n_det) * 4
+    per_image = pixels * 4
+    storage = n_slices * per_image * (4 + (samples if recipe.get("store_samples") else 0))
+    angles = measurement["angle"].values
+    return Plan(
+        dataset=dataset_name(recipe.get("input")),
+        input=str(recipe["input"]),
+        output=recipe.get("output"),
+        n_slices=n_slices,
+        n_angles=n_angles,
+        n_det=n_det,
+        geometry=geometry.kind,
+        angle_span_deg=float(math.degrees(angles.max() - angles.min())) if len(angles) > 1 else 0.0,
+        image_size=grid.size,
+        pixel_size_mm=grid.pixel_size_mm,
+        regions=plan_regions(n_slices, region_size),
+        method=method["name"],
+        method_params={**method_defaults(method["name"]), **(method.get("params") or {})},
+        samples=samples,
+        estimated_memory_bytes=int(nnz * BYTES_PER_NONZERO * 2 + working),
+        estimated_storage_bytes=int(storage),
+    )
+
+
+def provenance(recipe: dict[str, Any], recipe_digest: str, plan: Plan) -> dict[str, Any]:
+    return {
+        "recipe": recipe,
+        "recipe_digest": recipe_digest,
+        "input": str(Path(recipe["input"]).resolve()),
+        "input_digest": file_digest(recipe["input"]),
+        "reference": str(Path(recipe["reference"]).resolve()) if recipe.get("reference") else None,
+        "code_version": code_version(),
+        "torch_version": torch.__version__,
+        "seed": int(recipe.get("seed", 0)),
+        "seeding": "per slice: SeedSequence([seed, slice_index])",
+        "method": plan.method,
+        "method_params": plan.method_params,
+        "samples": plan.samples,
+        "grid": {"size": plan.image_size, "pixel_size_mm": plan.pixel_size_mm},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def create_store(recipe: dict[str, Any], recipe_digest: str, plan: Plan, overwrite: bool) -> ResultStore:
+    measurement = load_measurement(recipe)
+    return ResultStore.create(
+        recipe["output"],
+        n_slices=plan.n_slices,
+        image_shape=(plan.image_size, plan.image_size),
+        pixel_size_mm=plan.pixel_size_mm,
+        region_size=int(recipe.get("region_size") or 1),
+        provenance=provenance(recipe, recipe_digest, plan),
+        credible_level=float(recipe.get("credible_level", 0.9)),
+        n_samples=plan.samples if recipe.get("store_samples") else 0,
+        with_reference=bool(recipe.get("reference")),
+        metric_names=METRICS if recipe.get("reference") else (),
+        slice_coord=measurement["slice"].values if "slice" in measurement.coords else None,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,108 @@
+"""What a finished run leaves behind: run-level metrics in the store and artifacts in the UI."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from data.png import data_uri, downsample, side_by_side
+from data.store import ResultStore
+
+PREVIEW_PIXELS = 160
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    text = "-".join(parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100] or "inversa"
+
+
+def summarize(store: ResultStore) -> dict[str, Any]:
+    """Run-level metrics: per-slice metrics averaged, seconds and NFE summed over regions."""
+    ds = store.to_xarray()
+    summary: dict[str, Any] = {"slices": int(ds.sizes["slice"])}
+    for name in ds.data_vars:
+        if str(name).startswith("metric_"):
+            values = np.asarray(ds[name].values, dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            summary[str(name)[len("metric_"):]] = float(finite.mean()) if finite.size else math.nan
+    records = [store.region_record(i) for i in sorted(store.done_regions())]
+    summary["seconds"] = float(sum(r.get("info", {}).get("seconds", 0.0) for r in records))
+    summary["nfe"] = int(sum(r.get("info", {}).get("nfe", 0) for r in records))
+    summary["regions"] = len(store.regions)
+    summary["regions_done"] = len(records)
+    return summary
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def preview_markdown(store: ResultStore, title: str, slice_index: int = 0) -> str:
+    ds = store.to_xarray().isel(slice=slice_index)
+    panels, names = [downsample(np.asarray(ds["mean"].values), PREVIEW_PIXELS)], ["mean"]
+    std = np.asarray(ds["std"].values)
+    if np.isfinite(std).any():
+        panels.append(downsample(std, PREVIEW_PIXELS))
+        names.append("std")
+    if "reference" in ds:
+        ref = np.asarray(ds["reference"].values)
+        panels.append(downsample(np.abs(np.asarray(ds["mean"].values) - ref), PREVIEW_PIXELS))
+        names.append("|mean - reference|")
+    image = side_by_side(panels)
+    label = str(ds["slice"].values) if "slice" in ds.coords else str(slice_index)
+    return (
+        f"### {title}\n\nSlice {label}, left to right: {', '.join(names)}.\n\n"
+        f"![preview]({data_uri(image)})\n"
+    )
+
+
+def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key: str) -> None:
+    """Table, markdown summary with preview, and a link to the store, as Prefect artifacts."""
+    table = [{"metric": k, "value": _fmt(v)} for k, v in summary.items()]
+    create_table_artifact(table=table, key=artifact_key(key, "metrics"), description=f"Metrics of {title}")
+    prov = store.provenance
+    lines = [
+        f"# {title}",
+        "",
+        f"Store: `{store.path}`",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {_fmt(v)} |" for k, v in summary.items()],
+        "",
+        f"Method `{prov.get('method')}` with {prov.get('method_params')}, "
+        f"credible level {store.credible_level}, code {prov.get('code_version')}.",
+        "",
+        preview_markdown(store, "Preview"),
+    ]
+    create_markdown_artifact(markdown="\n".join(lines), key=artifact_key(key, "summary"), description=title)
+    create_link_artifact(
+        link=store.path.resolve().as_uri(), link_text=f"result store {store.path.name}",
+        key=artifact_key(key, "store"), description="Open with xarray.open_zarr(path)",
+    )
+
+
+class ProgressArtifact:
+    """A progress bar in the UI, updated as regions finish (resumed regions count as done)."""
+
+    def __init__(self, key: str, total: int, done: int, description: str):
+        self.total, self.done = max(total, 1), done
+        self.id = create_progress_artifact(
+            progress=100.0 * done / self.total, key=artifact_key(key, "progress"), description=description
+        )
+
+    def advance(self, description: str | None = None) -> None:
+        self.done += 1
+        update_progress_artifact(self.id, progress=100.0 * self.done / self.total, description=description)

@@ -1,0 +1,31 @@
+"""Shared fixtures: where the real data lives, and one Prefect test server per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+def shared_file(relative: str) -> Path:
+    """A file from ../shared/data; the test is skipped only when the file is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data file not present: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect database and API for the flow tests (started once, ~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -78,8 +78,13 @@ def _validated_angles(angle, n_views: int, source) -> np.ndarray:
     return angles
 
 
+def _plain(value: Any) -> Any:
+    # NetCDF/zarr round trips hand back numpy scalars; keep attrs as plain Python values.
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _validated_attrs(attrs: Mapping[str, Any], source) -> dict:
-    out = dict(attrs)
+    out = {k: _plain(v) for k, v in attrs.items()}
     geometry = out.get("geometry")
     if geometry not in GEOMETRIES:
         raise MissingGeometry(

@@ -110,4 +110,5 @@ def read_reference(path, variable: str | None = None) -> xr.DataArray:
     values = values.astype(np.uint8 if kind == "segmentation" else np.float32)
     return xr.DataArray(values, dims=REFERENCE_DIMS, name=name,
                         coords={"slice": np.arange(values.shape[0])},
-                        attrs={**attrs, "kind": kind, "source": str(path), "variable": name})
+                        attrs={**{k: v.item() if isinstance(v, np.generic) else v for k, v in attrs.items()},
+                               "kind": kind, "source": str(path), "variable": name})

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import tomllib
 import uuid
@@ -63,6 +64,9 @@ MARKER_FILE = "store.json"
 REGIONS_DIR = "regions"
 REQUIRED_DIGESTS = ("recipe_digest", "input_digest")
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# `warnings.catch_warnings` swaps process-wide state; concurrent creators in one process take
+# turns so that one's exit does not re-enable the warning in the middle of another's write.
+_TEMPLATE_WARNINGS_LOCK = threading.Lock()
 
 
 class StoreError(RuntimeError):
@@ -562,7 +566,7 @@ def _template_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
 def _write_template(target: Path, layout: StoreLayout, provenance: Mapping[str, Any]) -> None:
     """Template first, marker last: a directory without the marker is never taken for a store."""
     ds = _template_dataset(layout, provenance)
-    with warnings.catch_warnings():
+    with _TEMPLATE_WARNINGS_LOCK, warnings.catch_warnings():
         # zarr notes that consolidated metadata is not (yet) in the v3 spec; we rely on it so
         # that readers never list the `_inversa` directory.
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")

@@ -321,6 +321,23 @@ class ResultStore:
         return self.layout.regions
 
     @property
+    def has_reference(self) -> bool:
+        return self.layout.with_reference
+
+    @property
+    def n_samples(self) -> int:
+        return self.layout.n_samples
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return self.layout.metric_names
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Run-level metrics given to ``write_summary`` (empty until then)."""
+        return dict(self._attrs.get("summary_metrics", {}))
+
+    @property
     def attrs(self) -> dict[str, Any]:
         """The group's attrs as last read or written by this handle."""
         return dict(self._attrs)

@@ -128,6 +128,8 @@ def test_round_trip_through_xarray(tmp_path):
     reopened = ResultStore.open(path)
     assert reopened.provenance == PROVENANCE and reopened.credible_level == 0.9
     assert reopened.done_regions() == {0, 1, 2}
+    assert reopened.has_reference and reopened.n_samples == N_SAMPLES
+    assert reopened.metric_names == ("psnr", "coverage") and reopened.summary == {}
 
 
 def test_unwritten_regions_read_as_nan_and_to_xarray_is_lazy(tmp_path):
@@ -462,6 +464,7 @@ def test_summary_goes_into_attrs(tmp_path):
     assert ds.attrs["report"] == {"regions": 3, "seconds": [1.0, 2.0]}
     assert ds.attrs["provenance"] == PROVENANCE
     np.testing.assert_array_equal(ds["mean"].values, expected_full()["mean"])
+    assert ResultStore.open(path).summary == {"psnr": 31.5, "coverage": 0.88, "undefined": None}
     json.loads((path / "zarr.json").read_text(), parse_constant=pytest.fail)  # strict JSON
 
 

@@ -650,6 +650,8 @@ def _sibling(path: Path, role: str) -> Path:
 
 def _read_marker(path: Path) -> dict[str, Any]:
     marker_path = path / META_DIR / MARKER_FILE
+    if not os.path.lexists(path):
+        raise StoreError(f"{path}: no result store there (the path does not exist)")
     if not path.is_dir() or not (path / "zarr.json").is_file() or not marker_path.is_file():
         kind = "a file" if path.is_file() else "a directory" if path.is_dir() else "something"
         raise StoreError(

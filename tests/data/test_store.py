@@ -258,6 +258,12 @@ def test_refuses_a_path_that_is_not_an_inversa_store(tmp_path, kind):
     assert siblings(path) == ["precious"]
 
 
+def test_open_names_a_missing_path(tmp_path):
+    with pytest.raises(StoreError, match="does not exist") as info:
+        ResultStore.open(tmp_path / "missing.zarr")
+    assert "missing.zarr" in str(info.value)
+
+
 def test_crash_during_template_creation_leaves_nothing(tmp_path, monkeypatch):
     path = tmp_path / "run.zarr"
     staged = []

@@ -1,0 +1,15 @@
+"""Reconstruction methods behind one interface (``Sampler.sample``), looked up by recipe name.
+
+Point estimates (FBP, Tikhonov by CGLS, TV by primal-dual) and posterior samplers answer the
+same call, so the pipeline treats them alike; ``REGISTRY`` maps a recipe's method name to the
+class whose constructor keywords are the method's parameters.
+"""
+
+from .base import Sampler
+from .fbp import FBP, fbp_reconstruct
+
+REGISTRY: dict[str, type[Sampler]] = {
+    FBP.name: FBP,
+}
+
+__all__ = ["REGISTRY", "Sampler", "FBP", "fbp_reconstruct"]

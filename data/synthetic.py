@@ -38,7 +38,10 @@ def _chords(phantom: ph.Phantom, points: np.ndarray, directions: np.ndarray) -> 
     total = np.zeros(px.shape, dtype=np.float64)
     for e in phantom:
         c, s = math.cos(e.phi), math.sin(e.phi)
-        dx, dy = px - e.cx, py - e.cy
+        # Start from the line's point nearest the centre: a far source (|q| ~ R / a) would
+        # otherwise lose the chord to cancellation in the discriminant.
+        along = (e.cx - px) * vx + (e.cy - py) * vy
+        dx, dy = px + along * vx - e.cx, py + along * vy - e.cy
         qx, qy = (dx * c + dy * s) / e.a, (-dx * s + dy * c) / e.b
         wx, wy = (vx * c + vy * s) / e.a, (-vx * s + vy * c) / e.b
         aa = wx * wx + wy * wy

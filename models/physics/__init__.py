@@ -1,0 +1,9 @@
+"""Linear forward models (``LinearOperator``) and the CT projectors; see docs/conventions.md."""
+
+from models.physics.base import Gradient2D, Identity, LinearOperator, MatrixOperator
+from models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D, Tomography2D, ct_operator
+
+__all__ = [
+    "LinearOperator", "MatrixOperator", "Identity", "Gradient2D",
+    "CTGeometry", "Tomography2D", "ParallelBeam2D", "FanBeam2D", "ct_operator",
+]

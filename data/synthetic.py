@@ -85,11 +85,11 @@ def project_fan(phantom: ph.Phantom, angles: np.ndarray, n_det: int, spacing_mm:
 
 
 def add_gaussian_noise(sinogram: np.ndarray, rng: np.random.Generator, sigma: float | None = None,
-                       relative: float | None = None) -> tuple[np.ndarray, float]:
-    """Add N(0, sigma^2); ``relative`` sets sigma to that fraction of ``max |sinogram|``."""
-    if (sigma is None) == (relative is None):
-        raise ValueError("gaussian noise takes exactly one of 'sigma' (absolute) or 'relative'")
-    level = float(sigma) if sigma is not None else float(relative) * float(np.abs(sinogram).max())
+                       relative_sigma: float | None = None) -> tuple[np.ndarray, float]:
+    """Add N(0, sigma^2); ``relative_sigma`` sets sigma to that fraction of ``max |sinogram|``."""
+    if (sigma is None) == (relative_sigma is None):
+        raise ValueError("gaussian noise takes exactly one of 'sigma' (absolute) or 'relative_sigma'")
+    level = float(sigma) if sigma is not None else float(relative_sigma) * float(np.abs(sinogram).max())
     if not (math.isfinite(level) and level >= 0):
         raise ValueError(f"gaussian noise sigma must be finite and >= 0, got {level}")
     return sinogram + rng.normal(0.0, level, size=sinogram.shape), level
@@ -112,13 +112,16 @@ def add_poisson_noise(sinogram: np.ndarray, rng: np.random.Generator, incident_c
 
 def apply_noise(sinogram: np.ndarray, rng: np.random.Generator, noise: Mapping[str, Any] | None
                 ) -> tuple[np.ndarray, str | None, float]:
-    """``noise``: None, ``{"model": "gaussian", "sigma" | "relative": ...}`` or
+    """``noise``: None, ``{"model": "gaussian", "sigma" | "relative_sigma": ...}`` or
     ``{"model": "poisson", "I0": ...}``. Returns (noisy sinogram, model name, sigma)."""
     if not noise:
         return sinogram, None, 0.0
     options = dict(noise)
     model = options.pop("model", None)
     if model == "gaussian":
+        unknown = set(options) - {"sigma", "relative_sigma"}
+        if unknown:
+            raise ValueError(f"gaussian noise takes 'sigma' or 'relative_sigma', got {sorted(options)}")
         noisy, sigma = add_gaussian_noise(sinogram, rng, **options)
     elif model == "poisson":
         unknown = set(options) - {"I0"}
@@ -145,7 +148,7 @@ def resolve_geometry(image_size: int, geometry: Mapping[str, Any] | None, kind: 
     ``image_size`` elements whose isocentre pixel equals the image pixel (so the schema's default
     grid is the truth's grid)."""
     g = dict(geometry or {})
-    unknown = set(g) - {"geometry", "n_detectors", "detector_spacing_mm", "detector_offset_mm",
+    unknown = set(g) - {"geometry", "n_det", "detector_spacing_mm", "detector_offset_mm",
                         "source_origin_mm", "origin_detector_mm", "pixel_size_mm", "field_of_view_mm"}
     if unknown:
         raise ValueError(f"unknown geometry keys {sorted(unknown)}")
@@ -161,15 +164,21 @@ def resolve_geometry(image_size: int, geometry: Mapping[str, Any] | None, kind: 
     else:
         magnification = 1.0
     g.setdefault("detector_spacing_mm", g["pixel_size_mm"] * magnification)
-    g.setdefault("n_detectors", int(image_size))
+    g.setdefault("n_det", int(image_size))
     g.setdefault("detector_offset_mm", 0.0)
     return g
 
 
 def simulate_ct_study(kind: str = "htc-discs", n_slices: int = 1, image_size: int = 128,
                       geometry: Mapping[str, Any] | None = None, angles=None,
-                      noise: Mapping[str, Any] | None = None, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset]:
+                      noise: Mapping[str, Any] | None = None, seed: int = 0,
+                      pixel_size_mm: float | None = None) -> tuple[xr.Dataset, xr.Dataset]:
     """Simulate a CT study: (measurement in the schema, truth with ``reference`` and ``segmentation``).
+
+    ``geometry`` keys: ``geometry`` ("fan" default, or "parallel"), ``n_det``, ``detector_spacing_mm``,
+    ``detector_offset_mm``, ``source_origin_mm``, ``origin_detector_mm``, ``pixel_size_mm``,
+    ``field_of_view_mm`` (default 76 mm, used when no pixel size is given); see
+    :func:`resolve_geometry` for the defaults. ``pixel_size_mm`` here overrides the geometry's.
 
     ``angles``: radians, or an int count spread over a full turn (fan) or half turn (parallel);
     default 360 views. Slice ``i`` depends only on ``seed`` and ``i`` (one child seed per slice,
@@ -179,6 +188,8 @@ def simulate_ct_study(kind: str = "htc-discs", n_slices: int = 1, image_size: in
         raise ValueError(f"phantom kind must be one of {KINDS}, got {kind!r}")
     if n_slices < 1 or image_size < 2:
         raise ValueError("n_slices must be >= 1 and image_size >= 2")
+    if pixel_size_mm is not None:
+        geometry = {**(geometry or {}), "pixel_size_mm": float(pixel_size_mm)}
     g = resolve_geometry(image_size, geometry, kind)
     fan = g["geometry"] == "fan"
     if angles is None or np.ndim(angles) == 0:
@@ -193,10 +204,10 @@ def simulate_ct_study(kind: str = "htc-discs", n_slices: int = 1, image_size: in
         phantom_seed, noise_seed = child.spawn(2)
         phantom = _phantom(kind, np.random.default_rng(phantom_seed), fov)
         if fan:
-            clean = project_fan(phantom, angles, g["n_detectors"], g["detector_spacing_mm"],
+            clean = project_fan(phantom, angles, g["n_det"], g["detector_spacing_mm"],
                                 g["source_origin_mm"], g["origin_detector_mm"], g["detector_offset_mm"])
         else:
-            clean = project_parallel(phantom, angles, g["n_detectors"], g["detector_spacing_mm"],
+            clean = project_parallel(phantom, angles, g["n_det"], g["detector_spacing_mm"],
                                      g["detector_offset_mm"])
         noisy, noise_model, sigma = apply_noise(clean, np.random.default_rng(noise_seed), noise)
         sinos.append(noisy)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import xarray as xr
 
 from data.errors import CorruptFile
@@ -9,12 +12,22 @@ from data.readers.sniff import require_exists
 from data.schema import validate_ct
 
 
+def _is_consolidated(store: Path) -> bool:
+    """Open consolidated stores as such; asking for metadata that is absent only warns and falls back."""
+    if (store / ".zmetadata").exists():
+        return True
+    try:
+        return json.loads((store / "zarr.json").read_text()).get("consolidated_metadata") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def open_dataset_file(path, fmt: str) -> xr.Dataset:
     """Open and load NetCDF (``fmt='netcdf'``) or zarr (``'zarr'``), wrapping decode errors."""
     path = require_exists(path)
     try:
         if fmt == "zarr":
-            with xr.open_zarr(path, consolidated=None, chunks=None) as ds:
+            with xr.open_zarr(path, consolidated=_is_consolidated(path), chunks=None) as ds:
                 return ds.load()
         with xr.open_dataset(path) as ds:
             return ds.load()

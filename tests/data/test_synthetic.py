@@ -77,7 +77,7 @@ def test_poisson_noise_has_the_photon_counting_variance():
 def test_gaussian_noise_level_relative_to_the_maximum():
     clean, _ = simulate_ct_study("shepp-logan", image_size=32, geometry={"geometry": "parallel"}, angles=30)
     noisy, _ = simulate_ct_study("shepp-logan", image_size=32, geometry={"geometry": "parallel"}, angles=30,
-                                 noise={"model": "gaussian", "relative": 0.05})
+                                 noise={"model": "gaussian", "relative_sigma": 0.05})
     expected = 0.05 * float(clean.sinogram.max())
     assert noisy.attrs["noise_sigma"] == pytest.approx(expected, rel=1e-5)
     assert float((noisy.sinogram - clean.sinogram).std()) == pytest.approx(expected, rel=0.1)

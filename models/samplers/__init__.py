@@ -7,9 +7,11 @@ class whose constructor keywords are the method's parameters.
 
 from .base import Sampler
 from .fbp import FBP, fbp_reconstruct
+from .gaussian import GaussianPosterior
 
 REGISTRY: dict[str, type[Sampler]] = {
     FBP.name: FBP,
+    GaussianPosterior.name: GaussianPosterior,
 }
 
-__all__ = ["REGISTRY", "Sampler", "FBP", "fbp_reconstruct"]
+__all__ = ["REGISTRY", "Sampler", "FBP", "fbp_reconstruct", "GaussianPosterior"]

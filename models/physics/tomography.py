@@ -303,8 +303,8 @@ def _build_block(g: CTGeometry, v0: int, v1: int, dtype: torch.dtype, device: to
         rows, cols, vals = rows[order], cols[order], vals[order]
     forward = _csr(rows, cols, vals, (n_rows, n_pix))
     # A stable sort by pixel keeps the rays of each pixel in ascending order: a valid CSR of A^T.
-    order = torch.sort(cols, stable=True).indices
-    transpose = _csr(cols[order], rows[order], vals[order], (n_pix, n_rows))
+    sorted_cols, order = torch.sort(cols, stable=True)
+    transpose = _csr(sorted_cols, rows[order], vals[order], (n_pix, n_rows))
     return _Block(v0, v1, forward, transpose)
 
 

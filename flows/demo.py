@@ -1,0 +1,91 @@
+"""`inversa demo`: a small limited-angle CT study, end to end, in about a minute on a laptop.
+
+It simulates HTC2022-like discs with holes (fan beam, a 90-degree wedge, noise), writes them
+as a measurement file with the ground truth beside it, and runs the same `reconstruct` flow a
+user runs, once per method, so the demo exercises the whole product rather than a shortcut.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data.synthetic import write_study
+from flows.reconstruct import reconstruct
+from flows.recipe import load_recipe
+
+DEMO_STUDY = {
+    "kind": "htc-discs",
+    "n_slices": 4,
+    "image_size": 128,
+    "pixel_size_mm": 0.625,
+    "geometry": {
+        "geometry": "fan",
+        "source_origin_mm": 410.66,
+        "origin_detector_mm": 143.08,
+        "detector_spacing_mm": 0.6,
+        "n_det": 184,
+    },
+    "angles_deg": (0.0, 90.0, 1.0),  # a 90-degree wedge, one view per degree (91 views)
+    "noise": {"model": "gaussian", "relative_sigma": 0.01},
+    "seed": 2022,
+}
+
+DEMO_METHODS = [
+    ("fbp", "ct-fbp", []),
+    ("tv", "ct-tv", []),
+    ("gaussian", "ct-gaussian", ["samples=16"]),
+]
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def run_demo(output: Path) -> list[dict]:
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    study = DEMO_STUDY
+    angles = np.deg2rad(np.arange(study["angles_deg"][0], study["angles_deg"][1] + 1e-9, study["angles_deg"][2]))
+    measurement_path, truth_path = write_study(
+        output,
+        name="demo-discs",
+        kind=study["kind"],
+        n_slices=study["n_slices"],
+        image_size=study["image_size"],
+        pixel_size_mm=study["pixel_size_mm"],
+        geometry=study["geometry"],
+        angles=angles,
+        noise=study["noise"],
+        seed=study["seed"],
+    )
+    print(f"simulated {study['n_slices']} HTC-like discs, fan beam, 90-degree wedge: {measurement_path}")
+    rows = []
+    for method, recipe_name, extra in DEMO_METHODS:
+        recipe = load_recipe(
+            recipe_name,
+            extra,
+            input=str(measurement_path),
+            reference=str(truth_path),
+            output=str(output / f"{method}.zarr"),
+        )
+        started = time.perf_counter()
+        result = reconstruct(recipe.model_dump(), overwrite=True)
+        rows.append({**result, "wall_seconds": time.perf_counter() - started})
+
+    header = f"{'method':<10} {'PSNR':>7} {'SSIM':>7} {'MCC':>7} {'cover90':>8} {'seconds':>8}  store"
+    print()
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['method']:<10} {_fmt(row.get('psnr'), 2):>7} {_fmt(row.get('ssim')):>7} "
+            f"{_fmt(row.get('mcc')):>7} {_fmt(row.get('coverage')):>8} {row['seconds']:>8.2f}  {row['store']}"
+        )
+    print()
+    print("PSNR/SSIM against the simulated truth; MCC of an Otsu segmentation (the HTC2022 score);")
+    print("cover90: fraction of pixels whose truth lies in the 90 % credible interval (n/a: no uncertainty).")
+    print(f"Inspect a store: inversa show {rows[-1]['store']} --png preview.png")
+    return rows

@@ -6,12 +6,16 @@ class whose constructor keywords are the method's parameters.
 """
 
 from .base import Sampler
+from .cgls import Tikhonov
 from .fbp import FBP, fbp_reconstruct
 from .gaussian import GaussianPosterior
+from .tv import TV
 
 REGISTRY: dict[str, type[Sampler]] = {
     FBP.name: FBP,
+    Tikhonov.name: Tikhonov,
+    TV.name: TV,
     GaussianPosterior.name: GaussianPosterior,
 }
 
-__all__ = ["REGISTRY", "Sampler", "FBP", "fbp_reconstruct", "GaussianPosterior"]
+__all__ = ["REGISTRY", "Sampler", "FBP", "fbp_reconstruct", "GaussianPosterior", "Tikhonov", "TV"]

@@ -134,6 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
     if not recipe.output:
         raise ValueError(f"recipe {recipe.name!r}: no output store; give one with --output STORE")
+    from tasks.plan import check_output, make_plan
+
+    make_plan(recipe.model_dump())  # fail on a bad input before Prefect starts
+    check_output(recipe.model_dump(), recipe.digest(), args.overwrite)
     hook, bar = _terminal_progress()
     module.progress_hook = hook
     try:

@@ -17,7 +17,7 @@ import torch
 
 from data.digest import file_digest
 from data.readers import read_reference
-from data.store import ResultStore
+from data.store import ResultStore, StoreConflict, StoreError
 from tasks.measurement import geometry_for, grid_for, load_measurement
 from tasks.methods import build_sampler, method_defaults
 from tasks.region import METRICS
@@ -160,3 +160,31 @@ def create_store(recipe: dict[str, Any], recipe_digest: str, plan: Plan, overwri
         slice_coord=measurement["slice"].values if "slice" in measurement.coords else None,
         overwrite=overwrite,
     )
+
+
+def check_output(recipe: dict[str, Any], recipe_digest: str, overwrite: bool) -> None:
+    """Refuse, before anything runs, an output that holds something other than this run's store."""
+    path = Path(recipe["output"])
+    if not path.exists():
+        return
+    try:
+        store = ResultStore.open(path)
+    except StoreError:
+        raise StoreConflict(
+            f"{path}: exists and is not an inversa result store; refusing to write into it "
+            "(choose another --output; --overwrite never deletes data inversa did not write)"
+        ) from None
+    if overwrite:
+        return
+    stored = store.provenance
+    differ = []
+    if stored.get("recipe_digest") != recipe_digest:
+        differ.append(f"recipe digest {str(stored.get('recipe_digest'))[:19]} != {recipe_digest[:19]}")
+    input_digest = file_digest(recipe["input"])
+    if stored.get("input_digest") != input_digest:
+        differ.append(f"input digest {str(stored.get('input_digest'))[:19]} != {input_digest[:19]}")
+    if differ:
+        raise StoreConflict(
+            f"{path}: holds another run ({'; '.join(differ)}); pass --overwrite to replace it, "
+            "or choose another --output"
+        )

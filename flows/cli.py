@@ -27,7 +27,7 @@ EXAMPLES = {
         "inversa run htc2022-limited --input ../shared/data/ct/htc2022/htc2022_ta_full.mat \\\n"
         "    --output ta-60.zarr --set angular_range_deg=60 --set start_angle_deg=0"
     ),
-    "check": "inversa check ct-tv --input study.nc --set method.params.iterations=300",
+    "check": "inversa check ct-tv --input study.nc --set method.params.max_iter=300",
     "show": "inversa show ta-60.zarr --json   |   inversa show ta-60.zarr --png ta-60.png",
 }
 

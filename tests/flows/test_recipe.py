@@ -12,8 +12,8 @@ def test_every_shipped_recipe_validates(path):
 
 
 def test_set_overrides_nested_fields_with_yaml_types():
-    recipe = load_recipe("ct-tv", ["method.params.iterations=123", "angular_range_deg=60", "store_samples=true"])
-    assert recipe.method.params["iterations"] == 123
+    recipe = load_recipe("ct-tv", ["method.params.max_iter=123", "angular_range_deg=60", "store_samples=true"])
+    assert recipe.method.params["max_iter"] == 123
     assert recipe.angular_range_deg == 60.0
     assert recipe.store_samples is True
 
@@ -52,4 +52,4 @@ def test_digest_tracks_what_changes_the_numbers_only():
     base = load_recipe("ct-tv")
     assert base.digest() == load_recipe("ct-tv", output="elsewhere.zarr", input="x.nc").digest()
     assert base.digest() != load_recipe("ct-tv", ["seed=1"]).digest()
-    assert base.digest() != load_recipe("ct-tv", ["method.params.iterations=7"]).digest()
+    assert base.digest() != load_recipe("ct-tv", ["method.params.max_iter=7"]).digest()

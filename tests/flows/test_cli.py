@@ -1,0 +1,117 @@
+"""The command line: bad input gets one clear line and a non-zero exit, and no store is harmed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.cli import main
+from tests.conftest import shared_file
+from tests.flows.helpers import tiny_study
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return tiny_study(tmp_path_factory.mktemp("cli-study"), n_slices=2)
+
+
+def _fail(capsys, *argv) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code != 0, err
+    assert err.startswith("inversa ") and "error:" in err and "Traceback" not in err
+    return err
+
+
+def _listing(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_missing_file(capsys, tmp_path):
+    err = _fail(capsys, "run", "ct-fbp", "--input", str(tmp_path / "nope.nc"), "--output", str(tmp_path / "o.zarr"))
+    assert "nope.nc" in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+@pytest.mark.parametrize("name", ["htc2022/htc2022_ta_full.mat", "tomopy_tooth/tooth.h5"])
+def test_truncated_files(capsys, tmp_path, name):
+    source = shared_file(f"ct/{name}")
+    cut = tmp_path / Path(name).name
+    cut.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    err = _fail(capsys, "run", "ct-fbp", "--input", str(cut), "--output", str(tmp_path / "o.zarr"))
+    assert cut.name in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def _npz(tmp_path, sinogram, angles, **geometry) -> Path:
+    path = tmp_path / "m.npz"
+    np.savez(path, sinogram=sinogram, angles=angles, **geometry)
+    return path
+
+
+def test_nan_in_sinogram(capsys, tmp_path):
+    sino = np.ones((1, 10, 16), np.float32)
+    sino[0, 3, 4] = np.nan
+    path = _npz(tmp_path, sino, np.linspace(0, np.pi, 10), geometry="parallel", detector_spacing_mm=1.0)
+    err = _fail(capsys, "check", "ct-fbp", "--input", str(path))
+    assert "m.npz" in err and "sinogram" in err and "finite" in err.lower()
+
+
+def test_angle_count_mismatch(capsys, tmp_path):
+    path = _npz(tmp_path, np.ones((1, 10, 16), np.float32), np.linspace(0, np.pi, 9),
+                geometry="parallel", detector_spacing_mm=1.0)
+    err = _fail(capsys, "check", "ct-fbp", "--input", str(path))
+    assert "m.npz" in err and "angle" in err
+
+
+def test_fan_beam_without_geometry(capsys, tmp_path):
+    path = _npz(tmp_path, np.ones((1, 10, 16), np.float32), np.linspace(0, np.pi, 10),
+                geometry="fan", detector_spacing_mm=1.0)
+    err = _fail(capsys, "check", "ct-fbp", "--input", str(path))
+    assert "source_origin_mm" in err or "source" in err
+
+
+def test_unknown_method_and_parameter(capsys, study, tmp_path):
+    err = _fail(capsys, "check", "ct-fbp", "--input", str(study[0]), "--set", "method.name=magic")
+    assert "unknown method 'magic'" in err
+    err = _fail(capsys, "check", "ct-tv", "--input", str(study[0]), "--set", "method.params.colour=red")
+    assert "no parameter 'colour'" in err
+
+
+def test_output_holding_another_run_is_refused_and_untouched(capsys, prefect_harness, study, tmp_path):
+    out = tmp_path / "store.zarr"
+    assert main(["run", "ct-fbp", "--input", str(study[0]), "--output", str(out)]) == 0
+    capsys.readouterr()
+    before = _listing(out)
+    err = _fail(capsys, "run", "ct-fbp", "--input", str(study[0]), "--output", str(out), "--set", "seed=5")
+    assert "recipe digest" in err and "--overwrite" in err
+    assert _listing(out) == before
+    # A directory inversa did not write is never touched, even with --overwrite.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    err = _fail(capsys, "run", "ct-fbp", "--input", str(study[0]), "--output", str(foreign), "--overwrite")
+    assert "not an inversa result store" in err
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    # With --overwrite a store of another run is replaced.
+    assert main(["run", "ct-fbp", "--input", str(study[0]), "--output", str(out), "--set", "seed=5", "--overwrite"]) == 0
+
+
+def test_check_prints_the_plan_and_show_prints_json(capsys, prefect_harness, study, tmp_path):
+    assert main(["check", "ct-gaussian", "--input", str(study[0]), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan["n_slices"] == 2 and plan["image_size"] == 32 and plan["samples"] == 16
+    assert plan["estimated_memory_bytes"] > 0 and plan["estimated_storage_bytes"] > 0
+
+    out = tmp_path / "s.zarr"
+    assert main(["run", "ct-fbp", "--input", str(study[0]), "--reference", str(study[1]), "--output", str(out)]) == 0
+    capsys.readouterr()
+    png = tmp_path / "p.png"
+    assert main(["show", str(out), "--json", "--png", str(png)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {"variables", "metrics", "provenance"} <= set(doc)
+    assert "mean" in doc["variables"] and doc["metrics"]["mcc"] > 0.5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

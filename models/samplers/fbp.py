@@ -117,6 +117,7 @@ def fbp_reconstruct(
         data = sinogram.to(work) * torch.as_tensor(cosine, dtype=work, device=device)
         period = 2.0 * np.pi
     else:
+        R = D = None
         tau = d
         data = sinogram.to(work)
         period = np.pi

@@ -24,7 +24,8 @@ def test_htc_full_scan_is_read_as_fan_beam_without_the_repeated_view():
     ds = read_measurement(path)
     assert ds.sinogram.shape == (1, 720, 560)
     assert ds.sinogram.dtype == np.float32
-    np.testing.assert_allclose(np.rad2deg(ds.angle.values), np.arange(720) * 0.5, atol=1e-9)
+    # Mapped onto docs/conventions.md: theta = pi - file angle, detector reversed.
+    np.testing.assert_allclose(np.rad2deg(ds.angle.values), 180.0 - np.arange(720) * 0.5, atol=1e-9)
     assert ds.attrs["geometry"] == "fan"
     assert ds.attrs["source_origin_mm"] == pytest.approx(410.66)
     assert ds.attrs["origin_detector_mm"] == pytest.approx(553.74 - 410.66)
@@ -32,7 +33,7 @@ def test_htc_full_scan_is_read_as_fan_beam_without_the_repeated_view():
     assert ds.attrs["duplicate_view_dropped"] == 1
     assert default_grid(ds) == (512, pytest.approx(0.14832, abs=1e-5))
     raw = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)["CtDataFull"].sinogram
-    np.testing.assert_allclose(ds.sinogram.values[0], raw[:720], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ds.sinogram.values[0], raw[:720, ::-1], rtol=1e-6, atol=1e-7)
     assert 2.0 < float(ds.sinogram.max()) < 2.4  # a 70 mm acrylic disc: about 0.032 / mm x 70 mm
 
 
@@ -70,7 +71,7 @@ def test_limited_struct_is_read_and_angle_mismatch_is_named(tmp_path):
     ds = read_measurement(ok)
     assert ds.sizes["angle"] == 5 and ds.attrs["duplicate_view_dropped"] == 0
     assert ds.attrs["htc_variable"] == "CtDataLimited"
-    np.testing.assert_allclose(np.rad2deg(ds.angle.values), [10, 10.5, 11, 11.5, 12])
+    np.testing.assert_allclose(np.rad2deg(ds.angle.values), [170, 169.5, 169, 168.5, 168])
     bad = tmp_path / "bad.mat"
     _write_limited(bad, n_angle_values=4)
     with pytest.raises(ShapeMismatch, match=r"bad\.mat: variable 'CtDataLimited\.parameters\.angles': expected 5 angles"):

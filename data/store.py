@@ -393,9 +393,9 @@ class ResultStore:
         index: int,
         *,
         mean: np.ndarray,
-        std: np.ndarray,
-        lower: np.ndarray,
-        upper: np.ndarray,
+        std: np.ndarray | None = None,
+        lower: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
         samples: np.ndarray | None = None,
         reference: np.ndarray | None = None,
         metrics: Mapping[str, np.ndarray] | None = None,
@@ -405,7 +405,8 @@ class ResultStore:
 
         Image arrays have shape ``(stop - start, H, W)``, ``samples`` ``(n_samples, stop -
         start, H, W)``, each metric ``(stop - start,)``. Everything is checked before anything
-        is written. ``info`` (JSON-serialisable: compute seconds, NFE, device...) goes into
+        is written. ``std``, ``lower`` and ``upper`` may be None for a point estimate: they are
+        left at the fill value (NaN), which costs no write and no disk. ``info`` (JSON-serialisable: compute seconds, NFE, device...) goes into
         the manifest record. Rewriting a region with the same arrays gives the same store.
         """
         start, stop = self._region_bounds(index)
@@ -414,8 +415,12 @@ class ResultStore:
         where = f"{self.path} region {index} (slices {start}:{stop})"
 
         arrays: dict[str, np.ndarray] = {}
-        for name, value in zip(IMAGE_VARIABLES, (mean, std, lower, upper)):
-            arrays[name] = _checked_array(value, name, (n, height, width), np.float32, where)
+        uncertainty = (std, lower, upper)
+        if any(v is None for v in uncertainty) and not all(v is None for v in uncertainty):
+            raise StoreInputError(f"{where}: give all of std, lower and upper, or none (a point estimate)")
+        for name, value in zip(IMAGE_VARIABLES, (mean, *uncertainty)):
+            if value is not None:
+                arrays[name] = _checked_array(value, name, (n, height, width), np.float32, where)
         if self.layout.n_samples:
             if samples is None:
                 raise StoreInputError(

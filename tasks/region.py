@@ -50,13 +50,15 @@ def load_reference_block(recipe: dict[str, Any], start: int, stop: int, shape: t
     return block, ref.attrs.get("kind", "image")
 
 
-def slice_metrics(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, ref: np.ndarray, kind: str) -> dict[str, float]:
+def slice_metrics(
+    mean: np.ndarray, lower: np.ndarray | None, upper: np.ndarray | None, ref: np.ndarray, kind: str
+) -> dict[str, float]:
     if kind == "segmentation":
         segmentation = ref > 0
         return {"psnr": np.nan, "ssim": np.nan, "mcc": float(mcc_otsu(mean, segmentation)), "coverage": np.nan}
     data_range = float(ref.max() - ref.min()) or 1.0
     segmentation = ref > otsu_threshold(ref)
-    cov = float(coverage(lower, upper, ref)) if np.isfinite(lower).all() else np.nan
+    cov = float(coverage(lower, upper, ref)) if lower is not None else np.nan
     return {
         "psnr": float(psnr(mean, ref, data_range=data_range)),
         "ssim": float(ssim(mean, ref, data_range=data_range)),
@@ -105,8 +107,8 @@ def reconstruct_region(store_path: str, index: int, recipe: dict[str, Any]) -> d
         drawn += batch.shape[0]
 
     mean = welford.mean.astype(np.float32)
-    if sampler.deterministic:
-        std = lower = upper = np.full_like(mean, np.nan)
+    if sampler.deterministic:  # a point estimate: std/lower/upper stay NaN in the store
+        std = lower = upper = None
         samples = None
     else:
         samples = np.concatenate(keep, axis=0)
@@ -118,7 +120,11 @@ def reconstruct_region(store_path: str, index: int, recipe: dict[str, Any]) -> d
     ref_block = None
     if reference is not None:
         ref_block, kind = reference
-        rows = [slice_metrics(mean[i], lower[i], upper[i], ref_block[i], kind) for i in range(stop - start)]
+        rows = [
+            slice_metrics(mean[i], None if lower is None else lower[i], None if upper is None else upper[i],
+                          ref_block[i], kind)
+            for i in range(stop - start)
+        ]
         metrics = {name: np.array([r[name] for r in rows]) for name in METRICS}
 
     info = {

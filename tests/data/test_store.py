@@ -158,6 +158,19 @@ def test_deterministic_region_with_nan_uncertainty(tmp_path):
     assert store.done_regions() == {0}
 
 
+def test_point_estimate_without_uncertainty_writes_no_uncertainty_chunks(tmp_path):
+    """std/lower/upper given as None stay at the NaN fill value and cost no chunk files."""
+    store = make_store(tmp_path / "run.zarr", n_samples=0, with_reference=False)
+    store.write_region(0, mean=np.full((REGION, H, W), 2.0))
+    ds = store.to_xarray()
+    np.testing.assert_array_equal(ds["mean"].values[:REGION], 2.0)
+    assert np.isnan(ds["std"].values).all() and np.isnan(ds["upper"].values).all()
+    assert not any((tmp_path / "run.zarr" / "std").rglob("c/*")), "no std chunk should be written"
+    assert store.done_regions() == {0}
+    with pytest.raises(StoreInputError, match="std, lower and upper, or none"):
+        store.write_region(1, mean=np.zeros((REGION, H, W)), std=np.zeros((REGION, H, W)))
+
+
 def test_zarr_does_not_see_the_manifest_directory(tmp_path):
     path = tmp_path / "run.zarr"
     write_all(make_store(path))

@@ -18,11 +18,10 @@ import torch
 from data.digest import file_digest
 from data.readers import read_reference
 from data.store import ResultStore, StoreConflict, StoreError
+from models.physics.tomography import ct_operator
 from tasks.measurement import geometry_for, grid_for, load_measurement
 from tasks.methods import build_sampler, method_defaults
 from tasks.region import METRICS
-
-BYTES_PER_NONZERO = 12  # float32 value + int64 column index of a CSR system matrix
 
 
 @dataclass
@@ -99,8 +98,7 @@ def make_plan(recipe: dict[str, Any]) -> Plan:
     region_size = int(recipe.get("region_size") or 1)
     n_angles, n_det = int(measurement.sizes["angle"]), int(measurement.sizes["detector"])
     pixels = grid.size * grid.size
-    # Joseph's method: about 2 nonzeros per pixel crossed, rays cross ~sqrt(2) * size pixels.
-    nnz = n_angles * n_det * 2 * math.ceil(grid.size * 1.42)
+    matrix = ct_operator(geometry).matrix_bytes() if sampler.uses_system_matrix else 0
     working = region_size * (pixels * (8 + 2 * min(samples, 8)) + 4 * n_angles * n_det) * 4
     per_image = pixels * 4
     storage = n_slices * per_image * (4 + (samples if recipe.get("store_samples") else 0))
@@ -120,7 +118,7 @@ def make_plan(recipe: dict[str, Any]) -> Plan:
         method=method["name"],
         method_params={**method_defaults(method["name"]), **(method.get("params") or {})},
         samples=samples,
-        estimated_memory_bytes=int(nnz * BYTES_PER_NONZERO * 2 + working),
+        estimated_memory_bytes=int(matrix + working),
         estimated_storage_bytes=int(storage),
     )
 

@@ -24,6 +24,9 @@ class Sampler:
 
     name: str = ""
     deterministic: bool = True
+    # False for analytic inverses (FBP) that never apply the operator's system matrix; planning
+    # then leaves the matrix out of the memory estimate.
+    uses_system_matrix: bool = True
 
     def __init__(self) -> None:
         self.nfe = 0

@@ -186,6 +186,7 @@ class FBP(Sampler):
 
     name = "fbp"
     deterministic = True
+    uses_system_matrix = False
 
     def __init__(self, filter: str = "ram-lak", views_per_chunk: int | None = None):
         super().__init__()

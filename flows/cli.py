@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text, epilog=f"Example:\n  {EXAMPLES[name]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         return p
 
     demo = add("demo", "Simulate a small limited-angle CT study and reconstruct it with several methods.")
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--output", help="result store path (overrides the recipe's output)")
         p.add_argument("--reference", help="reference image or segmentation for metrics")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="set a recipe field by dotted path, e.g. method.params.iterations=200")
+                       help="set a recipe field by dotted path, e.g. method.params.max_iter=200")
 
     run = add("run", "Run a recipe through the reconstruct flow into a zarr store.")
     recipe_args(run)

@@ -96,4 +96,4 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
     summary = report_task.with_options(task_run_name=f"report {dataset}")(
         store_path, title=f"{parsed.name} on {dataset}", key=key
     )
-    return {"store": store_path, "dataset": dataset, "method": plan.method, **summary}
+    return {"store": store_path, "dataset": dataset, "method": plan.method, "flow_run_id": str(flow_run.id), **summary}

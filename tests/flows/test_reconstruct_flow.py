@@ -45,19 +45,23 @@ def test_gaussian_run_writes_a_complete_store_with_metrics_and_provenance(study,
 
 def test_artifacts_are_published(study, tmp_path):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     recipe = _recipe("ct-fbp", study, tmp_path / "f.zarr")
-    reconstruct(recipe)
+    run_id = reconstruct(recipe)["flow_run_id"]
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="ct-fbp-tiny"))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
+        run = client.read_flow_run(run_id)
+    assert run.name == "ct-fbp | tiny"
     by_type = {a.type for a in artifacts}
     assert {"progress", "table", "markdown"} <= by_type
+    # Prefect stores link artifacts as markdown: a link to the store.
+    assert any(a.key and a.key.endswith("-store") and (tmp_path / "f.zarr").as_uri() in a.data for a in artifacts)
     progress = [a for a in artifacts if a.type == "progress"][-1]
     assert float(progress.data) == pytest.approx(100.0)
-    markdown = [a for a in artifacts if a.type == "markdown"][-1]
+    markdown = next(a for a in artifacts if a.key and a.key.endswith("-summary"))
     assert "data:image/png;base64," in markdown.data and "f.zarr" in markdown.data
 
 

@@ -95,11 +95,15 @@ def reconstruct_region(store_path: str, index: int, recipe: dict[str, Any]) -> d
     welford = Welford()
     nfe = 0
     drawn = 0
+    solver = {"iterations": 0, "residual": 0.0}
     while drawn < n_total:
         n = min(SAMPLE_CHUNK, n_total - drawn)
         with torch.no_grad() if getattr(sampler, "no_grad", True) else torch.enable_grad():
             batch = sampler.sample(sino, operator, sigma, n, generators)
         nfe += int(getattr(sampler, "nfe", 0))
+        # Iterative solvers report how far they got: stored so a user can see unconverged samples.
+        solver["iterations"] = max(solver["iterations"], int(getattr(sampler, "cg_iterations", 0) or 0))
+        solver["residual"] = max(solver["residual"], float(getattr(sampler, "cg_residual", 0.0) or 0.0))
         batch = batch.detach().to("cpu", torch.float32).numpy()
         welford.update(batch)
         if keep is not None:
@@ -134,6 +138,9 @@ def reconstruct_region(store_path: str, index: int, recipe: dict[str, Any]) -> d
         "noise_sigma": [float(s) for s in sigma.cpu()],
         "device": str(device),
     }
+    if solver["iterations"]:
+        info["solver_max_iterations"] = solver["iterations"]
+        info["solver_max_relative_residual"] = solver["residual"]
     store.write_region(
         index,
         mean=mean,

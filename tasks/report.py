@@ -38,6 +38,10 @@ def summarize(store: ResultStore) -> dict[str, Any]:
     records = [store.region_record(i) for i in sorted(store.done_regions())]
     summary["seconds"] = float(sum(r.get("info", {}).get("seconds", 0.0) for r in records))
     summary["nfe"] = int(sum(r.get("info", {}).get("nfe", 0) for r in records))
+    residuals = [r["info"]["solver_max_relative_residual"] for r in records
+                 if "solver_max_relative_residual" in r.get("info", {})]
+    if residuals:
+        summary["solver_max_relative_residual"] = float(max(residuals))
     summary["regions"] = len(store.regions)
     summary["regions_done"] = len(records)
     return summary

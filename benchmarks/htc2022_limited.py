@@ -76,7 +76,8 @@ def run_case(phantom, wedge, start, method, grid, workdir, extra_sets, reference
     if grid != 512:
         overrides += [f"grid.size={grid}", f"grid.pixel_size_mm={PIXEL_512_MM * 512 / grid}"]
     overrides += extra_sets
-    store = workdir / f"{phantom}-{wedge:g}-{start:g}-{method}-{grid}.zarr"
+    tag = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in "-".join(s.split("=")[-1] for s in extra_sets))
+    store = workdir / f"{phantom}-{wedge:g}-{start:g}-{method}-{grid}{'-' + tag if tag else ''}.zarr"
     recipe = load_recipe(
         RECIPE, overrides,
         input=str(DATA / f"htc2022_{phantom}_full.mat"), reference=str(reference), output=str(store),
@@ -94,11 +95,27 @@ def run_case(phantom, wedge, start, method, grid, workdir, extra_sets, reference
     }
 
 
+def method_runs(methods, tv_lams, per_method) -> list[tuple[str, list[str]]]:
+    """(method, its overrides) in run order; tv becomes one run per swept lam when asked."""
+    runs = []
+    for method in methods:
+        if method == "tv" and tv_lams:
+            runs += [("tv", per_method["tv"] + [f"method.params.lam={lam:g}"]) for lam in tv_lams]
+        else:
+            runs.append((method, per_method.get(method, [])))
+    return runs
+
+
+def label(case: dict) -> str:
+    lam = case["params"].get("lam") if case["method"] == "tv" else None
+    return case["method"] if lam is None else f"tv(lam={lam:g})"
+
+
 def summarise(cases: list[dict]) -> dict:
     means: dict = {}
     for wedge in sorted({c["wedge_deg"] for c in cases}, reverse=True):
-        for method in dict.fromkeys(c["method"] for c in cases):
-            rows = [c for c in cases if c["wedge_deg"] == wedge and c["method"] == method]
+        for method in dict.fromkeys(label(c) for c in cases):
+            rows = [c for c in cases if c["wedge_deg"] == wedge and label(c) == method]
             if rows:
                 means.setdefault(f"{wedge:g}", {})[method] = {
                     "mcc": round(float(np.mean([r["mcc"] for r in rows])), 4),
@@ -114,7 +131,7 @@ def versus_astra(cases: list[dict]) -> list[dict]:
         ref = ASTRA_SIRT.get(c["phantom"], {}).get(int(c["wedge_deg"]))
         if c["start_deg"] == 0 and ref is not None:
             rows.append({
-                "phantom": c["phantom"], "wedge_deg": c["wedge_deg"], "method": c["method"],
+                "phantom": c["phantom"], "wedge_deg": c["wedge_deg"], "method": label(c),
                 "mcc": c["mcc"], "astra_sirt_mcc": ref, "difference": round(c["mcc"] - ref, 4),
             })
     return rows
@@ -132,6 +149,8 @@ def main() -> None:
     parser.add_argument("--gaussian-set", action="append", default=[],
                         help="recipe override for the gaussian method only, e.g. samples=4")
     parser.add_argument("--tv-set", action="append", default=[], help="recipe override for tv only")
+    parser.add_argument("--tv-lams", nargs="+", type=float, default=[],
+                        help="instead of tv's default, run tv once per lam value (a sweep; cases named tv(lam=X))")
     parser.add_argument("--output", type=Path, help="directory for the stores (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="ta only, 90 degrees, start 0")
     args = parser.parse_args()
@@ -157,9 +176,9 @@ def main() -> None:
         for wedge in args.wedges:
             for start in args.starts:
                 for phantom in args.phantoms:
-                    for method in args.methods:
+                    for method, sets in method_runs(args.methods, args.tv_lams, per_method):
                         case = run_case(phantom, wedge, start, method, args.grid, workdir,
-                                        args.sets + per_method.get(method, []), references[phantom])
+                                        args.sets + sets, references[phantom])
                         if tmp is not None:
                             case.pop("store")
                         cases.append(case)

@@ -83,9 +83,10 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
             failures.append((index, exc))
             logger.error("region %d of %s failed: %s", index, dataset, exc)
             continue
-        bar.advance(description=f"{bar.done}/{total} regions of {dataset}")
+        bar.advance(description=f"{bar.done + 1}/{total} regions of {dataset}")
         if progress:
             progress(bar.done, total)
+    bar.close()
     if failures:
         first = failures[0][1]
         raise RegionsFailed(

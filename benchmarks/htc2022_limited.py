@@ -72,7 +72,9 @@ def run_case(phantom, wedge, start, method, grid, workdir, extra_sets, reference
     from flows.recipe import load_recipe
     from flows.reconstruct import reconstruct
 
-    overrides = [f"angular_range_deg={wedge}", f"start_angle_deg={start}", f"method.name={method}", "method.params={}"]
+    overrides = [f"angular_range_deg={wedge}", f"start_angle_deg={start}"]
+    if method != load_recipe(RECIPE).method.name:  # another method: the recipe's parameters are not its own
+        overrides += [f"method.name={method}", "method.params={}"]
     if grid != 512:
         overrides += [f"grid.size={grid}", f"grid.pixel_size_mm={PIXEL_512_MM * 512 / grid}"]
     overrides += extra_sets
@@ -145,7 +147,7 @@ def main() -> None:
     parser.add_argument("--starts", nargs="+", type=float, default=[0.0, 90.0, 180.0])
     parser.add_argument("--methods", nargs="+", default=["fbp", "tv", "gaussian"])
     parser.add_argument("--set", dest="sets", action="append", default=[],
-                        help="recipe override for every method (after method.params={}), e.g. method.params.lam=3")
+                        help="recipe override for every method, e.g. samples=4; the recipe's own method keeps its params, others start from {}")
     parser.add_argument("--gaussian-set", action="append", default=[],
                         help="recipe override for the gaussian method only, e.g. samples=4")
     parser.add_argument("--tv-set", action="append", default=[], help="recipe override for tv only")

@@ -61,12 +61,15 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--views", type=int, default=180)
-    parser.add_argument("--region-size", type=int, default=8)
+    parser.add_argument("--region-size", type=int, default=None, help="default: the ct-fbp recipe's")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     from flows.recipe import load_recipe
     from flows.reconstruct import reconstruct
+
+    if args.region_size is None:
+        args.region_size = load_recipe("ct-fbp").region_size
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

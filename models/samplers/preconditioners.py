@@ -154,3 +154,48 @@ def fourier_preconditioner(operator, lam_grad: float, lam_0: float, inv_var: tor
     device = inv_var.device
     transfer = normal_transfer_function(operator, device=device)
     return FourierPreconditioner(transfer, gmrf_symbol(shape, lam_grad, lam_0, device=device), inv_var)
+
+
+def _dct_basis(n: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal DCT-II basis (columns) and the eigenvalues of the 1D Neumann path Laplacian."""
+    i = torch.arange(n, dtype=torch.float64, device=device)
+    k = torch.arange(n, dtype=torch.float64, device=device)
+    basis = torch.cos(math.pi * (i[:, None] + 0.5) * k[None, :] / n) * math.sqrt(2.0 / n)
+    basis[:, 0] = 1.0 / math.sqrt(n)
+    eigen = 4 * torch.sin(math.pi * k / (2 * n)) ** 2
+    return basis.to(dtype), eigen.to(dtype)
+
+
+class PriorPreconditioner:
+    """``r -> Q^-1 r`` exactly, ``Q = lam_grad G^T G + lam_0 I`` with Neumann forward differences.
+
+    The Neumann Laplacian of a pixel grid is diagonalised by the 2D DCT-II, so the prior
+    precision is inverted exactly with two small matrix products per side. Preconditioning CG
+    with the prior ("priorconditioning") makes every eigenvalue of the preconditioned system at
+    least 1: directions the data do not reach (the missing wedge of a limited-angle scan, the
+    corners outside the field of view) converge at once to the prior instead of lingering as
+    artefacts in unconverged iterates, and the remaining iterations go to what the data inform.
+    """
+
+    def __init__(self, shape: tuple[int, int], lam_grad: float, lam_0: float):
+        if not lam_0 > 0:
+            raise ValueError(f"PriorPreconditioner: lam_0 must be > 0, got {lam_0}")
+        self.shape, self.lam_grad, self.lam_0 = tuple(shape), float(lam_grad), float(lam_0)
+        self._by_dtype: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _factors(self, like: torch.Tensor):
+        key = (like.dtype, like.device)
+        if key not in self._by_dtype:
+            h, w = self.shape
+            cy, ey = _dct_basis(h, torch.float64, like.device)
+            cx, ex = _dct_basis(w, torch.float64, like.device)
+            inverse = 1.0 / (self.lam_grad * (ey[:, None] + ex[None, :]) + self.lam_0)
+            self._by_dtype[key] = (cy.to(like.dtype), cx.to(like.dtype), inverse.to(like.dtype))
+        return self._by_dtype[key]
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        if tuple(r.shape[-2:]) != self.shape:
+            raise ValueError(f"PriorPreconditioner: built for images {self.shape}, got {tuple(r.shape[-2:])}")
+        cy, cx, inverse = self._factors(r)
+        spectrum = cy.T @ r @ cx
+        return cy @ (spectrum * inverse) @ cx.T

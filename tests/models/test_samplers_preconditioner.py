@@ -82,3 +82,42 @@ def test_transfer_function_is_cached_per_operator():
 def test_unknown_preconditioner_is_refused():
     with pytest.raises(ValueError, match="preconditioner"):
         GaussianPosterior(preconditioner="jacobi")
+
+
+def test_prior_preconditioner_is_the_exact_inverse_of_the_prior_precision():
+    from models.physics.base import Gradient2D
+    from models.samplers.preconditioners import PriorPreconditioner
+
+    shape, lam_grad, lam_0 = (5, 7), 3.0, 0.2
+    grad = Gradient2D(shape).double()
+    eye = torch.eye(35, dtype=torch.float64).reshape(35, *shape)
+    q = (lam_grad * grad.adjoint(grad.forward(eye)) + lam_0 * eye).reshape(35, 35)
+    r = torch.randn(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    want = torch.linalg.solve(q, r.reshape(4, 35).T).T.reshape(4, *shape)
+    got = PriorPreconditioner(shape, lam_grad, lam_0)(r)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_prior_preconditioned_mean_of_a_limited_wedge_matches_a_dense_solve():
+    from models.physics.tomography import CTGeometry, ct_operator
+    from models.samplers.gaussian import GaussianPosterior
+
+    geometry = CTGeometry.parallel(np.deg2rad(np.arange(0, 90, 3.0)), n_det=24, det_spacing=1.0,
+                                   image_size=16, pixel_size=1.0)
+    op = ct_operator(geometry).double()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 16, 16, dtype=torch.float64, generator=gen)
+    sigma = 0.05
+    y = op(x) + sigma * torch.randn(op(x).shape, dtype=torch.float64, generator=gen)
+    sampler = GaussianPosterior(prior_std=0.5, correlation_length=2.0, tol=1e-10, max_iter=2000, preconditioner="prior")
+    plain = GaussianPosterior(prior_std=0.5, correlation_length=2.0, tol=1e-10, max_iter=2000, preconditioner="none")
+    mean = sampler.posterior_mean(y, op, sigma)
+    plain_mean = plain.posterior_mean(y, op, sigma)
+    a = torch.stack([op(e[None])[0].reshape(-1) for e in torch.eye(256, dtype=torch.float64).reshape(256, 16, 16)], 1)
+    from models.physics.base import Gradient2D
+    grad = Gradient2D((16, 16)).double()
+    eye = torch.eye(256, dtype=torch.float64).reshape(256, 16, 16)
+    q = (sampler.lam_grad * grad.adjoint(grad.forward(eye)) + sampler.lam_0 * eye).reshape(256, 256)
+    dense = torch.linalg.solve(a.T @ a / sigma**2 + q, a.T @ y.reshape(-1) / sigma**2)
+    torch.testing.assert_close(mean.reshape(-1), dense, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(plain_mean.reshape(-1), dense, rtol=1e-4, atol=1e-5)

@@ -67,6 +67,7 @@ def main() -> None:
 
     from flows.recipe import load_recipe
     from flows.reconstruct import reconstruct
+    from flows.runtime import local_run_settings
 
     if args.region_size is None:
         args.region_size = load_recipe("ct-fbp").region_size
@@ -89,9 +90,10 @@ def main() -> None:
             cached._cached_measurement.cache_clear()
             cached._operators.clear()
             recipe = load_recipe("ct-fbp", sets, input=str(measurement), output=str(tmp / f"flow{i}.zarr"))
-            started = time.perf_counter()
-            reconstruct(recipe.model_dump(), overwrite=True)
-            return time.perf_counter() - started
+            with local_run_settings():  # what `inversa run` uses
+                started = time.perf_counter()
+                reconstruct(recipe.model_dump(), overwrite=True)
+                return time.perf_counter() - started
 
         flow_once(-1)  # start Prefect's ephemeral server and warm caches
         plain_loop(measurement, tmp / "warm.npy", args.region_size, args.size)

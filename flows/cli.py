@@ -140,8 +140,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_output(recipe.model_dump(), recipe.digest(), args.overwrite)
     hook, bar = _terminal_progress()
     module.progress_hook = hook
+    from flows.runtime import local_run_settings
+
     try:
-        result = module.reconstruct(recipe.model_dump(), overwrite=args.overwrite)
+        with local_run_settings():
+            result = module.reconstruct(recipe.model_dump(), overwrite=args.overwrite)
     finally:
         bar.stop()
         module.progress_hook = None
@@ -201,8 +204,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.demo import run_demo
+    from flows.runtime import local_run_settings
 
-    run_demo(Path(args.output))
+    with local_run_settings():
+        run_demo(Path(args.output))
     return 0
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -75,9 +78,12 @@ def preview_markdown(store: ResultStore, title: str, slice_index: int = 0) -> st
 
 
 def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key: str) -> None:
-    """Table, markdown summary with preview, and a link to the store, as Prefect artifacts."""
+    """Table, markdown summary with preview, and a link to the store, as Prefect artifacts.
+
+    The three API calls go out concurrently (each a round trip to the server); every thread
+    runs in a copy of the caller's context so the artifacts attach to this task and flow run.
+    """
     table = [{"metric": k, "value": _fmt(v)} for k, v in summary.items()]
-    create_table_artifact(table=table, key=artifact_key(key, "metrics"), description=f"Metrics of {title}")
     prov = store.provenance
     lines = [
         f"# {title}",
@@ -93,11 +99,18 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
         "",
         preview_markdown(store, "Preview"),
     ]
-    create_markdown_artifact(markdown="\n".join(lines), key=artifact_key(key, "summary"), description=title)
-    create_link_artifact(
-        link=store.path.resolve().as_uri(), link_text=f"result store {store.path.name}",
-        key=artifact_key(key, "store"), description="Open with xarray.open_zarr(path)",
-    )
+    calls = [
+        partial(create_table_artifact, table=table, key=artifact_key(key, "metrics"), description=f"Metrics of {title}"),
+        partial(create_markdown_artifact, markdown="\n".join(lines), key=artifact_key(key, "summary"), description=title),
+        partial(
+            create_link_artifact, link=store.path.resolve().as_uri(), link_text=f"result store {store.path.name}",
+            key=artifact_key(key, "store"), description="Open with xarray.open_zarr(path)",
+        ),
+    ]
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+    for future in futures:
+        future.result()
 
 
 class ProgressArtifact:

@@ -1,0 +1,12 @@
+"""Diffusion priors: noise schedules kept apart from the denoisers that use them.
+
+A sampler needs only a denoiser ``denoiser(x_t, sigma) -> x0_hat`` (``x_t`` of shape
+``(B, H, W)``, ``sigma`` a scalar or ``(B,)`` tensor, variance-exploding convention
+``x_t = x0 + sigma * eps``) and a list of noise levels; any network, or the exact Gaussian
+denoiser used as a prior with a known answer, can stand behind that call.
+"""
+
+from .gaussian_denoiser import GaussianDenoiser
+from .schedule import ddim_step, epsilon_from_x0, sigmas
+
+__all__ = ["GaussianDenoiser", "ddim_step", "epsilon_from_x0", "sigmas"]

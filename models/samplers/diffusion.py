@@ -1,0 +1,242 @@
+"""Posterior samplers that turn a diffusion prior into samples for any linear operator.
+
+All three run on the variance-exploding schedule of ``models.priors.schedule`` and need only a
+denoiser ``denoiser(x_t, sigma) -> x0_hat``; they differ in how the measurement enters:
+
+- DPS (Chung et al., "Diffusion Posterior Sampling for General Noisy Inverse Problems"):
+  ancestral reverse diffusion plus the gradient of ``||y - A x0_hat(x_t)||^2`` taken through the
+  denoiser. Approximate: it treats ``x0_hat`` as if it were ``x0``.
+- DDS (Chung et al., "Decomposed Diffusion Sampler for Accelerating Large-Scale Inverse
+  Problems"): Tweedie denoise, a few conjugate-gradient steps on the data-consistency normal
+  equations started at ``x0_hat``, then a DDIM re-noising; no backpropagation through the network.
+- RED-diff (Mardani et al., "A Variational Perspective on Solving Inverse Problems with
+  Diffusion Models"): Adam on the variational mean against the data term plus noise-level-weighted
+  denoiser residuals. A mode seeker: its samples differ little, so its spread is not a posterior
+  spread.
+
+Every item of the flattened ``(n * B)`` batch draws its noise from its slice's generator (see
+``base.standard_normal``), so a slice's samples do not depend on the batch it ran in. ``nfe``
+counts denoiser calls (one per call on the whole batch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
+
+from .base import Sampler, check_measurement, expand_to, per_slice_sigma, standard_normal
+from .cg import conjugate_gradient
+
+
+class DiffusionSampler(Sampler):
+    """Shared set-up: the denoiser, the schedule and the ``(n, B) -> n * B`` flattening."""
+
+    deterministic = False
+
+    def __init__(self, denoiser=None, n_steps: int = 50, sigma_min: float = 0.01, sigma_max: float = 80.0,
+                 rho: float = 7.0):
+        super().__init__()
+        if denoiser is not None and not callable(denoiser):
+            raise TypeError(f"{self.name}: denoiser must be callable as denoiser(x_t, sigma), got {type(denoiser).__name__}")
+        if int(n_steps) < 1:
+            raise ValueError(f"{self.name}: n_steps must be >= 1, got {n_steps}")
+        sigmas(2, sigma_min, sigma_max, rho)  # validates the schedule parameters with a clear message
+        self.denoiser = denoiser
+        self.n_steps = int(n_steps)
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max)
+        self.rho = float(rho)
+
+    def params(self) -> dict:
+        return {"denoiser": repr(self.denoiser), "n_steps": self.n_steps, "sigma_min": self.sigma_min,
+                "sigma_max": self.sigma_max, "rho": self.rho}
+
+    def _denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        self.nfe += 1
+        return self.denoiser(x, sigma)
+
+    def _setup(self, y, operator, noise_sigma, n):
+        if self.denoiser is None:
+            raise ValueError(f"{self.name}: no denoiser set; pass denoiser=... or set the sampler's .denoiser")
+        y = check_measurement(y, operator, self.name)
+        if int(n) < 1:
+            raise ValueError(f"{self.name}: n must be >= 1, got {n}")
+        shape = tuple(operator.in_shape)
+        if len(shape) != 2:
+            raise ValueError(f"{self.name}: the operator's in_shape is {shape}; expected an image (H, W)")
+        n, batch = int(n), y.shape[0]
+        noise = per_slice_sigma(noise_sigma, batch, y, self.name)
+        # Item s * B + b of the flat batch is sample s of slice b.
+        y_flat = y.unsqueeze(0).expand(n, *y.shape).reshape(n * batch, *y.shape[1:])
+        self.nfe = 0
+        levels = sigmas(self.n_steps, self.sigma_min, self.sigma_max, self.rho, dtype=y.dtype).tolist()
+        return y_flat, noise.repeat(n), shape, n, batch, levels
+
+    @staticmethod
+    def _normal(shape, n, batch, generator, like):
+        return standard_normal(shape, n, batch, generator, like).reshape(n * batch, *shape)
+
+
+class DPS(DiffusionSampler):
+    """Diffusion posterior sampling: ancestral steps pushed down the data misfit of ``x0_hat``.
+
+    ``step_rule``: ``"chung"`` (the paper's: ``guidance_scale / ||y - A x0_hat||`` times the
+    gradient of the squared misfit) or ``"gaussian"`` (the likelihood score of Gaussian noise,
+    ``-grad ||y - A x0_hat||^2 / (2 noise_sigma^2)``, times the step's variance decrement
+    ``sigma^2 - sigma_next^2`` and ``guidance_scale``; with ``guidance_scale = 1`` this is the
+    reverse-SDE step with DPS's likelihood, which neglects the spread of ``x0`` given ``x_t``
+    and so over-trusts the data early on).
+    """
+
+    name = "dps"
+    STEP_RULES = ("chung", "gaussian")
+
+    def __init__(self, denoiser=None, n_steps: int = 200, sigma_min: float = 0.01, sigma_max: float = 80.0,
+                 rho: float = 7.0, guidance_scale: float = 1.0, step_rule: str = "gaussian"):
+        super().__init__(denoiser, n_steps, sigma_min, sigma_max, rho)
+        if not (guidance_scale >= 0 and math.isfinite(guidance_scale)):
+            raise ValueError(f"dps: guidance_scale must be a finite number >= 0, got {guidance_scale}")
+        if step_rule not in self.STEP_RULES:
+            raise ValueError(f"dps: step_rule must be one of {self.STEP_RULES}, got {step_rule!r}")
+        self.guidance_scale = float(guidance_scale)
+        self.step_rule = step_rule
+
+    def params(self) -> dict:
+        return {**super().params(), "guidance_scale": self.guidance_scale, "step_rule": self.step_rule}
+
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
+        y_flat, noise, shape, n, batch, levels = self._setup(y, operator, noise_sigma, n)
+        x = levels[0] * self._normal(shape, n, batch, generator, y)
+        for sigma, sigma_next in zip(levels[:-1], levels[1:]):
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                x0 = self._denoise(x_in, sigma)
+                residual = y_flat - operator.forward(x0)
+                misfit = residual.flatten(1).square().sum(1)
+                (grad,) = torch.autograd.grad(misfit.sum(), x_in)
+            x0, grad = x0.detach(), grad.detach()
+            z = self._normal(shape, n, batch, generator, y) if sigma_next > 0 else None
+            x_next = ddim_step(x0, epsilon_from_x0(x, x0, sigma), sigma, sigma_next, 1.0, z)
+            if self.step_rule == "chung":
+                weight = self.guidance_scale / torch.sqrt(misfit.detach()).clamp_min(1e-12)
+            else:
+                weight = self.guidance_scale * (sigma**2 - sigma_next**2) / (2 * noise**2)
+            x = x_next - expand_to(weight, grad) * grad
+        return x.reshape(n, batch, *shape)
+
+
+class DDS(DiffusionSampler):
+    """Decomposed diffusion sampling: denoise, a few CG steps towards the data, re-noise.
+
+    The data-consistency step solves, from ``x0_hat`` and for ``cg_steps`` iterations,
+    ``(A^T A / noise_sigma^2 + I / r^2) x = A^T y / noise_sigma^2 + x0_hat / r^2``: the
+    posterior mean of ``x0`` if ``x0`` given ``x_t`` were ``N(x0_hat, r^2 I)``. ``r^2 = sigma^2``
+    by default; with ``prior_variance = v`` (the pixel variance of the data) it is
+    ``sigma^2 v / (sigma^2 + v)``, the exact spread for white data, which keeps early steps from
+    over-trusting a still-blurry ``x0_hat``. ``eta`` sets the fresh noise of the DDIM
+    re-noising (1: ancestral); the re-noising keeps the denoiser's implied noise.
+    """
+
+    name = "dds"
+
+    def __init__(self, denoiser=None, n_steps: int = 50, sigma_min: float = 0.01, sigma_max: float = 80.0,
+                 rho: float = 7.0, cg_steps: int = 5, eta: float = 1.0, prior_variance: float | None = None):
+        super().__init__(denoiser, n_steps, sigma_min, sigma_max, rho)
+        if int(cg_steps) < 0:
+            raise ValueError(f"dds: cg_steps must be >= 0, got {cg_steps}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"dds: eta must be in [0, 1], got {eta}")
+        if prior_variance is not None and not prior_variance > 0:
+            raise ValueError(f"dds: prior_variance must be > 0 or None, got {prior_variance}")
+        self.cg_steps = int(cg_steps)
+        self.eta = float(eta)
+        self.prior_variance = None if prior_variance is None else float(prior_variance)
+
+    def params(self) -> dict:
+        return {**super().params(), "cg_steps": self.cg_steps, "eta": self.eta, "prior_variance": self.prior_variance}
+
+    def _spread(self, sigma: float) -> float:
+        if self.prior_variance is None:
+            return sigma**2
+        return sigma**2 * self.prior_variance / (sigma**2 + self.prior_variance)
+
+    @torch.no_grad()
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
+        y_flat, noise, shape, n, batch, levels = self._setup(y, operator, noise_sigma, n)
+        inv_noise_var = noise.reciprocal().square()
+        aty = operator.adjoint(y_flat) * expand_to(inv_noise_var, y_flat.new_zeros(y_flat.shape[0], *shape))
+        x = levels[0] * self._normal(shape, n, batch, generator, y)
+        self.cg_iterations = 0
+        for sigma, sigma_next in zip(levels[:-1], levels[1:]):
+            x0 = self._denoise(x, sigma)
+            eps = epsilon_from_x0(x, x0, sigma)
+            if self.cg_steps:
+                inv_r2 = 1.0 / self._spread(sigma)
+
+                def apply(v, inv_r2=inv_r2):
+                    return operator.adjoint(operator.forward(v)) * expand_to(inv_noise_var, v) + inv_r2 * v
+
+                result = conjugate_gradient(apply, aty + inv_r2 * x0, x0=x0, tol=1e-12, max_iter=self.cg_steps)
+                self.cg_iterations = max(self.cg_iterations, result.iterations)
+                x0 = result.x
+            z = self._normal(shape, n, batch, generator, y) if (sigma_next > 0 and self.eta > 0) else None
+            x = ddim_step(x0, eps, sigma, sigma_next, self.eta, z)
+        return x.reshape(n, batch, *shape)
+
+
+class REDDiff(DiffusionSampler):
+    """RED-diff: Adam on the mean ``mu`` of a variational posterior, one noise level per step.
+
+    Loss gradient at level ``sigma`` with fresh noise ``eps`` and ``x0_hat = D(mu + sigma eps, sigma)``:
+    ``A^T (A mu - y) / noise_sigma^2 + lam * w(sigma) * (mu - x0_hat)``. ``weighting``:
+    ``"score"`` (``w = 1 / sigma^2``: the residual becomes the score of the noised prior, so for a
+    Gaussian prior the fixed point is the MAP of a prior smoothed by ``sigma``) or ``"sigma"``
+    (``w = 1``, the paper's ``lambda_t = lam * sigma_t`` on the noise residual, i.e. weight
+    ``1 / sqrt(SNR)``). Levels go from ``sigma_max`` to ``sigma_min`` (the trailing 0 of the
+    schedule is skipped); the learning rate falls linearly from ``lr`` to ``lr_final`` so the
+    last iterates settle. Samples differ only through their start and noise: a mode seeker.
+    """
+
+    name = "reddiff"
+    WEIGHTINGS = ("score", "sigma")
+
+    def __init__(self, denoiser=None, n_steps: int = 200, sigma_min: float = 0.01, sigma_max: float = 1.0,
+                 rho: float = 7.0, lr: float = 0.05, lr_final: float = 0.001, lam: float = 1.0,
+                 weighting: str = "score"):
+        super().__init__(denoiser, n_steps, sigma_min, sigma_max, rho)
+        if not (lr > 0 and lr_final > 0):
+            raise ValueError(f"reddiff: lr and lr_final must be > 0, got {lr}, {lr_final}")
+        if not lam >= 0:
+            raise ValueError(f"reddiff: lam must be >= 0, got {lam}")
+        if weighting not in self.WEIGHTINGS:
+            raise ValueError(f"reddiff: weighting must be one of {self.WEIGHTINGS}, got {weighting!r}")
+        self.lr, self.lr_final, self.lam, self.weighting = float(lr), float(lr_final), float(lam), weighting
+
+    def params(self) -> dict:
+        return {**super().params(), "lr": self.lr, "lr_final": self.lr_final, "lam": self.lam, "weighting": self.weighting}
+
+    @torch.no_grad()
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
+        y_flat, noise, shape, n, batch, levels = self._setup(y, operator, noise_sigma, n)
+        levels = levels[:-1]
+        inv_noise_var = noise.reciprocal().square()
+        # Start from the denoised pure noise: a draw near the prior's centre, different per sample.
+        mu = self._denoise(levels[0] * self._normal(shape, n, batch, generator, y), levels[0]).clone()
+        mu.requires_grad_(False)
+        param = torch.nn.Parameter(mu)
+        optimiser = torch.optim.Adam([param], lr=self.lr)
+        total = len(levels)
+        for k, sigma in enumerate(levels):
+            eps = self._normal(shape, n, batch, generator, y)
+            x0 = self._denoise(param.data + sigma * eps, sigma)
+            weight = self.lam / sigma**2 if self.weighting == "score" else self.lam
+            misfit = operator.adjoint(operator.forward(param.data) - y_flat) * expand_to(inv_noise_var, x0)
+            param.grad = misfit + weight * (param.data - x0)
+            frac = k / max(total - 1, 1)
+            for group in optimiser.param_groups:
+                group["lr"] = self.lr + frac * (self.lr_final - self.lr)
+            optimiser.step()
+        return param.data.detach().clone().reshape(n, batch, *shape)

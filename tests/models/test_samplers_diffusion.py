@@ -1,0 +1,159 @@
+"""Diffusion posterior samplers against a Gaussian prior whose posterior is known in closed form.
+
+With the exact denoiser of ``x0 ~ N(mu, v I)``, a random matrix ``A`` and Gaussian noise, the
+posterior is ``N(m, S)`` exactly. Errors are measured per pixel in posterior standard deviations
+(``z = (sample mean - m) / sqrt(S_ii)``) and as variance ratios. With ``N_SAMPLES = 1000`` the
+Monte Carlo error of ``z`` is 0.032 per pixel (max over 72 pixels about 0.11) and that of a
+variance ratio 0.045 per pixel (max about 0.16). Method biases measured on this problem
+(float64, 2000 samples): DDS 100 steps, |z| <= 0.14, variance ratio 0.70-0.92 (its ancestral
+step drops the spread of x0 given x_t, an O(1/steps) loss); DPS 500 steps, |z| <= 0.17, ratio
+0.85-1.07; RED-diff |z| <= 0.87 and ratio <= 0.29 (a mode seeker, not a sampler). The prior mean
+lies 2.4-4.8 posterior standard deviations from ``m``, far outside every mean tolerance, so a
+guidance that ignored or reversed the data would fail; so does a schedule off by a factor 2.
+
+The prior is white because that is where DDS's data-consistency step (``x0 | x_t`` taken as
+``N(x0_hat, r^2 I)``) is exact; the correlated denoiser is checked against its formula directly.
+"""
+
+import math
+
+import pytest
+import torch
+
+from models.physics.base import MatrixOperator
+from models.priors import GaussianDenoiser, ddim_step, sigmas
+from models.samplers.diffusion import DDS, DPS, REDDiff
+
+H = W = 6
+N_PIX, N_MEAS = H * W, 18
+PRIOR_MEAN, PRIOR_VAR = 0.5, 0.25
+NOISE = torch.tensor([0.05, 0.1], dtype=torch.float64)
+N_SAMPLES = 1000
+
+
+def problem():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(N_MEAS, N_PIX, generator=g, dtype=torch.float64) / math.sqrt(N_PIX)
+    op = MatrixOperator(a, (H, W), (N_MEAS,))
+    x = PRIOR_MEAN + math.sqrt(PRIOR_VAR) * torch.randn(2, N_PIX, generator=g, dtype=torch.float64)
+    y = x @ a.T + NOISE[:, None] * torch.randn(2, N_MEAS, generator=g, dtype=torch.float64)
+    den = GaussianDenoiser(PRIOR_MEAN, PRIOR_VAR * torch.eye(N_PIX, dtype=torch.float64), (H, W))
+    return a, op, y, den
+
+
+def posterior(a, y, noise):
+    c = PRIOR_VAR * torch.eye(N_PIX, dtype=torch.float64)
+    gain = c @ a.T @ torch.linalg.inv(a @ c @ a.T + noise**2 * torch.eye(N_MEAS, dtype=torch.float64))
+    mean = PRIOR_MEAN + gain @ (y - a @ torch.full((N_PIX,), PRIOR_MEAN, dtype=torch.float64))
+    return mean, c - gain @ a @ c
+
+
+def errors(sampler, y=None):
+    """Max |z| of the sample mean and the range of variance ratios over both slices."""
+    a, op, y0, _ = problem()
+    y = y0 if y is None else y
+    gens = [torch.Generator().manual_seed(10 + b) for b in range(2)]
+    x = sampler.sample(y, op, NOISE, n=N_SAMPLES, generator=gens)
+    assert x.shape == (N_SAMPLES, 2, H, W)
+    z_max, ratios, prior_z = 0.0, [], []
+    for b in range(2):
+        mean, cov = posterior(a, y0[b], NOISE[b])
+        sd = torch.sqrt(torch.diag(cov))
+        flat = x[:, b].reshape(N_SAMPLES, -1)
+        z_max = max(z_max, float(((flat.mean(0) - mean) / sd).abs().max()))
+        ratios.append(flat.var(0) / torch.diag(cov))
+        prior_z.append(float(((PRIOR_MEAN - mean) / sd).abs().max()))
+    ratios = torch.cat(ratios)
+    return z_max, float(ratios.min()), float(ratios.max()), min(prior_z)
+
+
+def test_gaussian_denoiser_is_the_posterior_mean_formula():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(5.0), indexing="ij"), -1).reshape(-1, 2).double()
+    cov = 0.3 * torch.exp(-((idx[:, None] - idx[None]) ** 2).sum(-1) / 4) + 0.01 * torch.eye(20, dtype=torch.float64)
+    mu = torch.rand(4, 5, generator=g, dtype=torch.float64)
+    den = GaussianDenoiser(mu, cov, (4, 5))
+    x_t = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    sig = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    out = den(x_t, sig)
+    for b in range(3):
+        want = mu.reshape(-1) + cov @ torch.linalg.solve(cov + sig[b] ** 2 * torch.eye(20, dtype=torch.float64),
+                                                        x_t[b].reshape(-1) - mu.reshape(-1))
+        torch.testing.assert_close(out[b].reshape(-1), want, rtol=1e-9, atol=1e-9)
+    from_q = GaussianDenoiser.from_precision(mu, torch.linalg.inv(cov), (4, 5))
+    torch.testing.assert_close(from_q(x_t, sig), out, rtol=1e-7, atol=1e-7)
+
+
+def test_schedule_and_ancestral_step():
+    lv = sigmas(10, 0.01, 80.0)
+    assert lv.shape == (11,) and lv[0] == 80.0 and abs(float(lv[-2]) - 0.01) < 1e-12 and lv[-1] == 0
+    assert bool(torch.all(lv[1:] < lv[:-1]))
+    # eta = 1: mean x0 + (s'/s)^2 (x_t - x0), variance s'^2 (1 - s'^2/s^2), as q(x_s | x_t, x0).
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.zeros(20000, 1, 1, dtype=torch.float64)
+    x_t = torch.full_like(x0, 2.0)
+    out = ddim_step(x0, x_t / 2.0, 2.0, 1.0, 1.0, torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    assert abs(float(out.mean()) - 0.5) < 0.03 and abs(float(out.var()) - 0.75) < 0.04
+
+
+def test_dds_matches_the_posterior():
+    _, _, _, den = problem()
+    s = DDS(den, n_steps=100, cg_steps=5, prior_variance=PRIOR_VAR)
+    z, lo, hi, prior_z = errors(s)
+    assert s.nfe == 100 and not s.deterministic and s.name == "dds"
+    assert z < 0.35 < prior_z
+    assert 0.6 < lo and hi < 1.2
+
+
+def test_dps_matches_the_posterior():
+    _, _, _, den = problem()
+    s = DPS(den, n_steps=500, sigma_max=20.0, step_rule="gaussian")
+    z, lo, hi, prior_z = errors(s)
+    assert s.nfe == 500
+    assert z < 0.35 < prior_z
+    assert 0.7 < lo and hi < 1.25
+
+
+def test_reddiff_finds_the_posterior_mean_with_little_spread():
+    _, _, _, den = problem()
+    s = REDDiff(den, n_steps=300, sigma_min=0.05, sigma_max=0.5, lr=0.05, lr_final=1e-3)
+    z, lo, hi, prior_z = errors(s)
+    assert s.nfe == 301
+    assert z < 1.2 < prior_z
+    assert hi < 0.5  # a mode seeker: documented under-dispersion, not a posterior spread
+
+
+def test_wrong_schedule_or_reversed_data_fail():
+    _, _, y, den = problem()
+    # The denoiser told the wrong noise level (a schedule off by 2): the spread collapses.
+    wrong = DDS(lambda x, s: den(x, 2 * s), n_steps=100, cg_steps=5, prior_variance=PRIOR_VAR)
+    z, lo, hi, _ = errors(wrong)
+    assert not (z < 0.35 and 0.6 < lo and hi < 1.2)
+    # Guidance towards the mirrored data lands far from the posterior mean.
+    z, _, _, _ = errors(DPS(den, n_steps=100, sigma_max=20.0), y=-y)
+    assert z > 1.0
+
+
+@pytest.mark.parametrize("make", [
+    lambda den: DDS(den, n_steps=10, cg_steps=3),
+    lambda den: DPS(den, n_steps=10, sigma_max=5.0),
+    lambda den: REDDiff(den, n_steps=10),
+])
+def test_output_does_not_depend_on_the_batch_split(make):
+    _, op, y, den = problem()
+    together = make(den).sample(y, op, NOISE, n=4, generator=[torch.Generator().manual_seed(7 + b) for b in range(2)])
+    for b in range(2):
+        alone = make(den).sample(y[b:b + 1], op, NOISE[b], n=4, generator=[torch.Generator().manual_seed(7 + b)])
+        torch.testing.assert_close(alone[:, 0], together[:, b], rtol=1e-9, atol=1e-9)
+
+
+def test_bad_input_is_named():
+    _, op, y, den = problem()
+    with pytest.raises(ValueError, match="no denoiser"):
+        DDS().sample(y, op, NOISE, n=1)
+    with pytest.raises(ValueError, match="step_rule"):
+        DPS(den, step_rule="bogus")
+    with pytest.raises(ValueError, match="n_steps"):
+        REDDiff(den, n_steps=0)
+    with pytest.raises(ValueError, match="noise_sigma"):
+        DDS(den).sample(y, op, None, n=1)

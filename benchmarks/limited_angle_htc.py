@@ -7,7 +7,7 @@ against the organisers' segmentation), so what is measured is what a user gets f
 method, and the ASTRA SIRT reference points of DESIGN.md (measured elsewhere with ASTRA 2.5,
 200 non-negative iterations, start 0, 512 x 512 grid) beside ours.
 
-    python benchmarks/htc2022_limited.py [--grid 512|256] [--phantoms ta tb] [--wedges 90 60]
+    python benchmarks/limited_angle_htc.py [--grid 512|256] [--phantoms ta tb] [--wedges 90 60]
         [--starts 0 90 180] [--methods fbp tv gaussian] [--set method.params.lam=3 ...]
         [--gaussian-set samples=4] [--output DIR] [--quick]
 

@@ -37,7 +37,10 @@ def slice_generators(seed: int, slices: range) -> list[torch.Generator]:
     return gens
 
 
-def load_reference_block(recipe: dict[str, Any], start: int, stop: int, shape: tuple[int, int]) -> np.ndarray | None:
+def load_reference_block(
+    recipe: dict[str, Any], start: int, stop: int, shape: tuple[int, int]
+) -> tuple[np.ndarray, str] | None:
+    """The reference slices of a region and their kind ("image" or "segmentation"), if any."""
     if not recipe.get("reference"):
         return None
     ref = read_reference(recipe["reference"], variable=recipe.get("reference_variable"))

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from data.readers import read_measurement
+from data.digest import file_digest
+from data.readers import read_measurement, read_reference
 from data.schema import default_grid
 from data.subset import angular_wedge, every_kth_view
 from models.physics.tomography import CTGeometry, ct_operator
@@ -50,6 +51,26 @@ def _cached_measurement(key: tuple, path: str, fmt: str | None, options: tuple, 
     if step > 1:
         ds = every_kth_view(ds, step)
     return ds
+
+
+@lru_cache(maxsize=8)
+def _cached_digest(key: tuple, path: str) -> str:
+    return file_digest(path)
+
+
+def input_digest(path: str) -> str:
+    """Digest of an input file, computed once per process while the file is unchanged."""
+    return _cached_digest(_file_key(path), path)
+
+
+@lru_cache(maxsize=2)
+def _cached_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
+    return read_reference(path, variable=variable)
+
+
+def load_reference(path: str, variable: str | None = None) -> xr.DataArray:
+    """The reference a recipe names, read once per process (regions would otherwise re-read it)."""
+    return _cached_reference(_file_key(path), path, variable)
 
 
 def load_measurement(recipe: dict[str, Any]) -> xr.Dataset:

@@ -15,11 +15,9 @@ from typing import Any
 
 import torch
 
-from data.digest import file_digest
-from data.readers import read_reference
 from data.store import ResultStore, StoreConflict, StoreError
 from models.physics.tomography import ct_operator
-from tasks.measurement import geometry_for, grid_for, load_measurement
+from tasks.measurement import geometry_for, grid_for, input_digest, load_measurement, load_reference
 from tasks.methods import build_sampler, method_defaults
 from tasks.region import METRICS
 
@@ -86,7 +84,7 @@ def make_plan(recipe: dict[str, Any]) -> Plan:
     geometry.validate()
     n_slices = int(measurement.sizes["slice"])
     if recipe.get("reference"):
-        ref = read_reference(recipe["reference"], variable=recipe.get("reference_variable"))
+        ref = load_reference(recipe["reference"], recipe.get("reference_variable"))
         if ref.shape[-2:] != (grid.size, grid.size) or ref.sizes.get("slice", 1) != n_slices:
             raise ValueError(
                 f"{recipe['reference']}: variable {ref.name!r}: expected {n_slices} slice(s) of "
@@ -128,7 +126,7 @@ def provenance(recipe: dict[str, Any], recipe_digest: str, plan: Plan) -> dict[s
         "recipe": recipe,
         "recipe_digest": recipe_digest,
         "input": str(Path(recipe["input"]).resolve()),
-        "input_digest": file_digest(recipe["input"]),
+        "input_digest": input_digest(recipe["input"]),
         "reference": str(Path(recipe["reference"]).resolve()) if recipe.get("reference") else None,
         "code_version": code_version(),
         "torch_version": torch.__version__,
@@ -178,9 +176,9 @@ def check_output(recipe: dict[str, Any], recipe_digest: str, overwrite: bool) ->
     differ = []
     if stored.get("recipe_digest") != recipe_digest:
         differ.append(f"recipe digest {str(stored.get('recipe_digest'))[:19]} != {recipe_digest[:19]}")
-    input_digest = file_digest(recipe["input"])
-    if stored.get("input_digest") != input_digest:
-        differ.append(f"input digest {str(stored.get('input_digest'))[:19]} != {input_digest[:19]}")
+    digest = input_digest(recipe["input"])
+    if stored.get("input_digest") != digest:
+        differ.append(f"input digest {str(stored.get('input_digest'))[:19]} != {digest[:19]}")
     if differ:
         raise StoreConflict(
             f"{path}: holds another run ({'; '.join(differ)}); pass --overwrite to replace it, "

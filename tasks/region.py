@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.readers import read_reference
 from data.store import ResultStore
 from models.noise import estimate_noise_sigma
 from models.uq import Welford, coverage, credible_interval, mcc_otsu, otsu_threshold, psnr, ssim
-from tasks.measurement import geometry_for, grid_for, load_measurement, operator_for, resolve_device
+from tasks.measurement import geometry_for, grid_for, load_measurement, load_reference, operator_for, resolve_device
 from tasks.methods import build_sampler
 
 SAMPLE_CHUNK = 8  # posterior samples drawn per sampler call; bounds memory, fixed for reproducibility
@@ -43,7 +42,7 @@ def load_reference_block(
     """The reference slices of a region and their kind ("image" or "segmentation"), if any."""
     if not recipe.get("reference"):
         return None
-    ref = read_reference(recipe["reference"], variable=recipe.get("reference_variable"))
+    ref = load_reference(recipe["reference"], recipe.get("reference_variable"))
     if tuple(ref.shape[-2:]) != tuple(shape):
         raise ValueError(
             f"{recipe['reference']}: variable {ref.name!r}: expected images of {shape[0]} x {shape[1]} "

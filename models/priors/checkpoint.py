@@ -1,0 +1,90 @@
+"""Checkpoints as safetensors plus a JSON config: loading a prior never unpickles anything.
+
+A checkpoint ``NAME`` is two files, ``NAME.safetensors`` (tensors only) and ``NAME.json``
+(everything needed to rebuild and trust it: architecture, schedule, normalisation, training-data
+digest, code version, training step). Both are written to temporary siblings and renamed, JSON
+last, so a crash mid-save leaves the previous checkpoint readable and never a half-written one
+that looks complete: a checkpoint exists only when its JSON does and names its tensor file's digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "inversa-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete or not ours; the message names the file."""
+
+
+def checkpoint_paths(path) -> tuple[Path, Path]:
+    """``(NAME.safetensors, NAME.json)`` for ``NAME``, ``NAME.json`` or ``NAME.safetensors``."""
+    p = Path(path)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def save_checkpoint(path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
+    """Write ``tensors`` and ``config`` atomically; returns the JSON path."""
+    weights, meta = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    tmp_w = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
+    save_file(flat, str(tmp_w))
+    _replace(tmp_w, weights)
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, **config,
+              "weights": weights.name, "weights_sha256": _sha256(weights)}
+    tmp_m = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+    tmp_m.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _replace(tmp_m, meta)
+    return meta
+
+
+def read_config(path) -> dict:
+    """The JSON half of a checkpoint, checked to be ours."""
+    _, meta = checkpoint_paths(path)
+    if not meta.is_file():
+        raise CheckpointError(f"{meta}: checkpoint config not found (expected NAME.json beside NAME.safetensors)")
+    try:
+        config = json.loads(meta.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{meta}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{meta}: not an inversa checkpoint (format {config.get('format') if isinstance(config, dict) else None!r}, expected {FORMAT!r})")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{meta}: checkpoint format_version {config['format_version']} is newer than this inversa reads ({FORMAT_VERSION})")
+    return config
+
+
+def load_checkpoint(path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(tensors, config)``; the tensor file's digest is checked against the config's."""
+    weights, meta = checkpoint_paths(path)
+    config = read_config(path)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: checkpoint weights not found (named by {meta})")
+    if verify and config.get("weights_sha256") and _sha256(weights) != config["weights_sha256"]:
+        raise CheckpointError(f"{weights}: contents do not match the sha256 recorded in {meta.name}; the file is corrupt or from another checkpoint")
+    return load_file(str(weights)), config

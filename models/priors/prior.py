@@ -1,0 +1,93 @@
+"""A trained diffusion prior as samplers see it: a denoiser in physical units, with its grid.
+
+The network works on normalised images ``(x - offset) / scale`` (the training data's range
+mapped to about [-0.5, 0.5]); samplers and operators work in the measurement's units (1/mm for
+CT). ``DiffusionPrior`` converts both the image and the noise level, so a sampler's schedule,
+data term and output are all physical and the network's normalisation stays an internal detail
+recorded in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .unet import EDMDenoiser, UNet, UNetConfig
+
+
+class DiffusionPrior:
+    """``prior(x_t, sigma) -> x0_hat`` in physical units; ``x_t``: ``(B, H, W)``.
+
+    ``offset``/``scale``: normalisation; ``pixel_size_mm``: the grid the prior was trained on
+    (an operator for it must use this grid); ``sigma_min``/``sigma_max``: the physical range a
+    sampler should run over by default.
+    """
+
+    def __init__(self, denoiser: EDMDenoiser, offset: float, scale: float, pixel_size_mm: float | None,
+                 sigma_min: float, sigma_max: float, config: dict | None = None, source: str = ""):
+        if not scale > 0:
+            raise ValueError(f"DiffusionPrior: scale must be > 0, got {scale}")
+        self.denoiser = denoiser.eval()
+        for p in self.denoiser.parameters():
+            p.requires_grad_(False)
+        self.offset = float(offset)
+        self.scale = float(scale)
+        self.pixel_size_mm = None if pixel_size_mm is None else float(pixel_size_mm)
+        self.image_size = denoiser.net.config.image_size
+        self.sigma_min = float(sigma_min) * self.scale
+        self.sigma_max = float(sigma_max) * self.scale
+        self.config = dict(config or {})
+        self.source = source
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size)
+
+    def to(self, device) -> "DiffusionPrior":
+        self.denoiser.to(device)
+        return self
+
+    def __call__(self, x_t: torch.Tensor, sigma) -> torch.Tensor:
+        if x_t.ndim != 3 or tuple(x_t.shape[1:]) != self.shape:
+            raise ValueError(f"DiffusionPrior: x_t has shape {tuple(x_t.shape)}; this prior works on (B, {self.image_size}, {self.image_size}) images")
+        s = torch.as_tensor(sigma, dtype=x_t.dtype, device=x_t.device) / self.scale
+        x0 = self.denoiser((x_t - self.offset) / self.scale, s)
+        return self.offset + self.scale * x0
+
+    def __repr__(self) -> str:
+        return f"DiffusionPrior({self.source or 'in memory'}, {self.image_size}x{self.image_size})"
+
+
+def build_denoiser(config: dict) -> EDMDenoiser:
+    """The untrained network a checkpoint config describes."""
+    try:
+        arch = UNetConfig.from_dict(dict(config["architecture"]))
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint config lacks {exc}") from exc
+    return EDMDenoiser(UNet(arch), sigma_data=float(config.get("sigma_data", 0.5)))
+
+
+def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
+    """Load a prior checkpoint (``NAME``, ``NAME.json`` or ``NAME.safetensors``).
+
+    ``weights``: ``"ema"`` (the averaged weights, what sampling should use) or ``"model"``; a
+    shipped prior holds only its EMA weights.
+    """
+    tensors, config = load_checkpoint(path)
+    denoiser = build_denoiser(config)
+    prefix = f"{weights}."
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not state:
+        raise CheckpointError(f"{path}: no '{weights}' weights in this checkpoint (has prefixes {sorted({k.split('.')[0] for k in tensors})})")
+    missing, unexpected = denoiser.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the architecture in its config "
+                              f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
+    norm = config.get("normalisation", {})
+    sampling = config.get("sampling", {})
+    return DiffusionPrior(denoiser.float().to(device), offset=norm.get("offset", 0.0), scale=norm.get("scale", 1.0),
+                          pixel_size_mm=config.get("data", {}).get("pixel_size_mm"),
+                          sigma_min=sampling.get("sigma_min", 0.002), sigma_max=sampling.get("sigma_max", 80.0),
+                          config=config, source=str(Path(path)))

@@ -1,0 +1,149 @@
+"""Training a diffusion prior in resumable chunks: the work behind `inversa train-prior`.
+
+A run lives in one directory: ``last.{safetensors,json}`` (network, EMA, optimiser; written at
+every checkpoint) and ``prior.{safetensors,json}`` (EMA weights only: the file samplers load).
+Opening a directory that holds ``last`` resumes from it, provided it was made by the same
+training recipe (same digest); a different recipe is refused rather than silently mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.image_sets import image_set
+from data.png import write_png
+from models.priors.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
+from models.priors.prior import DiffusionPrior, build_denoiser
+from models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
+from models.priors.training import Trainer, TrainingConfig
+from models.priors.unet import UNetConfig
+from tasks.plan import code_version
+
+LAST, PRIOR = "last", "prior"
+
+
+def training_digest(recipe: dict[str, Any]) -> str:
+    """What decides the weights: data, architecture, training, normalisation (not the output path)."""
+    keep = {k: recipe.get(k) for k in ("data", "architecture", "training", "normalisation", "sigma_data")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prior_config(recipe: dict[str, Any], images) -> dict[str, Any]:
+    """The JSON half of every checkpoint of this run."""
+    arch = UNetConfig.from_dict({**recipe.get("architecture", {}), "image_size": images.image_size})
+    return {
+        "name": recipe.get("name", "prior"),
+        "kind": "diffusion-prior",
+        "architecture": arch.to_dict(),
+        "sigma_data": float(recipe.get("sigma_data", 0.5)),
+        "normalisation": dict(recipe["normalisation"]),
+        "sampling": dict(recipe.get("sampling", {"sigma_min": 0.002, "sigma_max": 80.0})),
+        "training": TrainingConfig(**recipe.get("training", {})).to_dict(),
+        "data": {**images.spec(), "digest": images.digest()},
+        "recipe_digest": training_digest(recipe),
+        "code_version": code_version(),
+        "torch_version": torch.__version__,
+    }
+
+
+class TrainingRun:
+    """A trainer bound to its directory, images and loss history."""
+
+    def __init__(self, recipe: dict[str, Any], output, device: str = "cpu"):
+        self.recipe = recipe
+        self.output = Path(output)
+        self.images = image_set(recipe.get("data", {"source": "phantoms"}))
+        self.config = prior_config(recipe, self.images)
+        self.norm = self.config["normalisation"]
+        training = TrainingConfig(**self.config["training"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(training.seed)  # the initial weights are part of what the seed fixes
+            denoiser = build_denoiser(self.config)
+        self.trainer = Trainer(denoiser.to(device), training)
+        self.history: list[dict[str, float]] = []
+        self.device = device
+        self.resumed_from = 0
+        last = checkpoint_paths(self.output / LAST)[1]
+        if last.is_file():
+            self._resume(last)
+
+    def _resume(self, last: Path) -> None:
+        saved = read_config(last)
+        if saved.get("recipe_digest") != self.config["recipe_digest"]:
+            raise ValueError(f"{last}: this directory holds a training run of another recipe "
+                             f"(digest {saved.get('recipe_digest')}, this recipe {self.config['recipe_digest']}); "
+                             f"choose another --output or delete it")
+        tensors, saved = load_checkpoint(last)
+        self.trainer.load_state_tensors({k: v.to(self.device) for k, v in tensors.items()}, saved["completed_steps"])
+        self.history = list(saved.get("history", []))
+        self.resumed_from = self.trainer.completed
+
+    @property
+    def completed(self) -> int:
+        return self.trainer.completed
+
+    @property
+    def total(self) -> int:
+        return self.trainer.config.steps
+
+    def normalise(self, images: np.ndarray) -> torch.Tensor:
+        return (torch.from_numpy(images) - self.norm["offset"]) / self.norm["scale"]
+
+    def train(self, stop: int, on_step: Callable[[int, float], None] | None = None) -> float:
+        """Train until ``stop`` steps are complete; returns the mean loss of the steps taken."""
+        cfg = self.trainer.config
+        losses = []
+        started = time.perf_counter()
+        while self.trainer.completed < min(stop, cfg.steps):
+            k = self.trainer.completed
+            x0 = self.normalise(self.images.batch(cfg.seed, k, cfg.batch_size))
+            loss = self.trainer.step(x0)
+            losses.append(loss)
+            if on_step is not None:
+                on_step(k + 1, loss)
+        if losses:
+            self.history.append({"step": self.trainer.completed, "loss": float(np.mean(losses)),
+                                 "seconds": time.perf_counter() - started})
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def save(self) -> Path:
+        """Write ``last`` (resumable) and then ``prior`` (EMA only) for the steps completed."""
+        meta = {**self.config, "completed_steps": self.trainer.completed, "history": self.history}
+        save_checkpoint(self.output / LAST, self.trainer.state_tensors(True), meta)
+        return save_checkpoint(self.output / PRIOR, self.trainer.state_tensors(False),
+                               {**meta, "history": self.history})
+
+    def prior(self) -> DiffusionPrior:
+        s = self.config["sampling"]
+        return DiffusionPrior(self.trainer.ema, self.norm["offset"], self.norm["scale"], self.images.pixel_size_mm,
+                              s["sigma_min"], s["sigma_max"], config=self.config, source=str(self.output / PRIOR))
+
+
+@torch.no_grad()
+def unconditional_samples(prior: DiffusionPrior, n: int, seed: int = 0, n_steps: int = 32) -> torch.Tensor:
+    """Draws from the prior alone (ancestral DDIM), to see what it has learned."""
+    g = torch.Generator().manual_seed(int(seed))
+    device = next(prior.denoiser.parameters()).device
+    levels = sigmas(n_steps, prior.sigma_min, prior.sigma_max).tolist()
+    x = prior.offset + levels[0] * torch.randn((n, *prior.shape), generator=g).to(device)
+    for s, s_next in zip(levels[:-1], levels[1:]):
+        x0 = prior(x, s)
+        noise = torch.randn((n, *prior.shape), generator=g).to(device) if s_next > 0 else None
+        x = ddim_step(x0, epsilon_from_x0(x, x0, s), s, s_next, 1.0, noise)
+    return x.cpu()
+
+
+def preview_png(prior: DiffusionPrior, path, n: int = 8, seed: int = 0) -> Path:
+    """A strip of ``n`` prior samples as a PNG, scaled to the training range."""
+    samples = unconditional_samples(prior, n, seed).numpy()
+    lo, hi = prior.offset - 0.5 * prior.scale, prior.offset + 0.5 * prior.scale
+    strip = np.concatenate([np.pad(s, 1, constant_values=lo) for s in samples], axis=1)
+    return write_png(path, np.clip((strip - lo) / (hi - lo), 0, 1))

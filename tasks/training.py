@@ -20,8 +20,8 @@ import torch
 
 from data.image_sets import image_set
 from data.png import write_png
-from models.priors.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
-from models.priors.prior import DiffusionPrior, build_denoiser
+from data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
+from models.priors.prior import DiffusionPrior, build_denoiser, prior_from_arrays
 from models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
 from models.priors.training import Trainer, TrainingConfig
 from models.priors.unet import UNetConfig
@@ -54,6 +54,19 @@ def prior_config(recipe: dict[str, Any], images) -> dict[str, Any]:
     }
 
 
+def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().to("cpu").numpy() for k, v in tensors.items()}
+
+
+def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
+    """A prior checkpoint (``NAME``, ``NAME.json`` or ``NAME.safetensors``) ready for sampling."""
+    arrays, config = load_checkpoint(path)
+    try:
+        return prior_from_arrays(arrays, config, source=str(path), device=device, weights=weights)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
 class TrainingRun:
     """A trainer bound to its directory, images and loss history."""
 
@@ -82,7 +95,8 @@ class TrainingRun:
                              f"(digest {saved.get('recipe_digest')}, this recipe {self.config['recipe_digest']}); "
                              f"choose another --output or delete it")
         tensors, saved = load_checkpoint(last)
-        self.trainer.load_state_tensors({k: v.to(self.device) for k, v in tensors.items()}, saved["completed_steps"])
+        self.trainer.load_state_tensors({k: torch.from_numpy(v).to(self.device) for k, v in tensors.items()},
+                                        saved["completed_steps"])
         self.history = list(saved.get("history", []))
         self.resumed_from = self.trainer.completed
 
@@ -117,8 +131,8 @@ class TrainingRun:
     def save(self) -> Path:
         """Write ``last`` (resumable) and then ``prior`` (EMA only) for the steps completed."""
         meta = {**self.config, "completed_steps": self.trainer.completed, "history": self.history}
-        save_checkpoint(self.output / LAST, self.trainer.state_tensors(True), meta)
-        return save_checkpoint(self.output / PRIOR, self.trainer.state_tensors(False),
+        save_checkpoint(self.output / LAST, _numpy(self.trainer.state_tensors(True)), meta)
+        return save_checkpoint(self.output / PRIOR, _numpy(self.trainer.state_tensors(False)),
                                {**meta, "history": self.history})
 
     def prior(self) -> DiffusionPrior:

@@ -9,11 +9,9 @@ recorded in the checkpoint.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
 from .unet import EDMDenoiser, UNet, UNetConfig
 
 
@@ -62,32 +60,31 @@ class DiffusionPrior:
 
 def build_denoiser(config: dict) -> EDMDenoiser:
     """The untrained network a checkpoint config describes."""
-    try:
-        arch = UNetConfig.from_dict(dict(config["architecture"]))
-    except KeyError as exc:
-        raise CheckpointError(f"checkpoint config lacks {exc}") from exc
+    if "architecture" not in config:
+        raise ValueError("prior config lacks 'architecture'")
+    arch = UNetConfig.from_dict(dict(config["architecture"]))
     return EDMDenoiser(UNet(arch), sigma_data=float(config.get("sigma_data", 0.5)))
 
 
-def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
-    """Load a prior checkpoint (``NAME``, ``NAME.json`` or ``NAME.safetensors``).
+def prior_from_arrays(arrays: dict[str, np.ndarray], config: dict, source: str = "",
+                      device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
+    """Rebuild a prior from a checkpoint's arrays and config (read by ``data.checkpoints``).
 
     ``weights``: ``"ema"`` (the averaged weights, what sampling should use) or ``"model"``; a
     shipped prior holds only its EMA weights.
     """
-    tensors, config = load_checkpoint(path)
     denoiser = build_denoiser(config)
     prefix = f"{weights}."
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
     if not state:
-        raise CheckpointError(f"{path}: no '{weights}' weights in this checkpoint (has prefixes {sorted({k.split('.')[0] for k in tensors})})")
+        raise ValueError(f"{source or 'checkpoint'}: no '{weights}' weights (has prefixes {sorted({k.split('.')[0] for k in arrays})})")
     missing, unexpected = denoiser.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the architecture in its config "
-                              f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
+        raise ValueError(f"{source or 'checkpoint'}: weights do not fit the architecture in its config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     norm = config.get("normalisation", {})
     sampling = config.get("sampling", {})
     return DiffusionPrior(denoiser.float().to(device), offset=norm.get("offset", 0.0), scale=norm.get("scale", 1.0),
                           pixel_size_mm=config.get("data", {}).get("pixel_size_mm"),
                           sigma_min=sampling.get("sigma_min", 0.002), sigma_max=sampling.get("sigma_max", 80.0),
-                          config=config, source=str(Path(path)))
+                          config=config, source=source)

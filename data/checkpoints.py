@@ -1,5 +1,8 @@
 """Checkpoints as safetensors plus a JSON config: loading a prior never unpickles anything.
 
+Arrays go in and come out as NumPy (``safetensors.numpy``), so this file layer needs no torch
+and ``models`` never touches files; ``tasks`` turns the arrays into a network.
+
 A checkpoint ``NAME`` is two files, ``NAME.safetensors`` (tensors only) and ``NAME.json``
 (everything needed to rebuild and trust it: architecture, schedule, normalisation, training-data
 digest, code version, training step). Both are written to temporary siblings and renamed, JSON
@@ -14,14 +17,16 @@ import json
 import os
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from .errors import InvalidMeasurement
 
 FORMAT = "inversa-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidMeasurement):
     """A checkpoint that is missing, incomplete or not ours; the message names the file."""
 
 
@@ -47,11 +52,11 @@ def _replace(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def save_checkpoint(path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
+def save_checkpoint(path, tensors: dict[str, np.ndarray], config: dict) -> Path:
     """Write ``tensors`` and ``config`` atomically; returns the JSON path."""
     weights, meta = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    flat = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     tmp_w = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
     save_file(flat, str(tmp_w))
     _replace(tmp_w, weights)
@@ -79,7 +84,7 @@ def read_config(path) -> dict:
     return config
 
 
-def load_checkpoint(path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+def load_checkpoint(path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     """``(tensors, config)``; the tensor file's digest is checked against the config's."""
     weights, meta = checkpoint_paths(path)
     config = read_config(path)

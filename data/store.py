@@ -400,8 +400,12 @@ class ResultStore:
         reference: np.ndarray | None = None,
         metrics: Mapping[str, np.ndarray] | None = None,
         info: Mapping[str, Any] | None = None,
+        samples_written: bool = False,
     ) -> dict[str, Any]:
         """Write one region's arrays, then record it as done; returns the manifest record.
+
+        ``samples_written=True``: the region's samples went in already, chunk by chunk, through
+        :meth:`write_samples` (so they were never all in memory); ``samples`` is then not given.
 
         Image arrays have shape ``(stop - start, H, W)``, ``samples`` ``(n_samples, stop -
         start, H, W)``, each metric ``(stop - start,)``. Everything is checked before anything
@@ -421,7 +425,10 @@ class ResultStore:
         for name, value in zip(IMAGE_VARIABLES, (mean, *uncertainty)):
             if value is not None:
                 arrays[name] = _checked_array(value, name, (n, height, width), np.float32, where)
-        if self.layout.n_samples:
+        if self.layout.n_samples and samples_written:
+            if samples is not None:
+                raise StoreInputError(f"{where}: got 'samples' and samples_written=True; give one or the other")
+        elif self.layout.n_samples:
             if samples is None:
                 raise StoreInputError(
                     f"{where}: 'samples' is required, the store was created with "
@@ -471,6 +478,65 @@ class ResultStore:
         }
         _write_json_atomic(self._manifest_path(index), record)
         return record
+
+    def write_samples(self, index: int, first_sample: int, block: np.ndarray) -> None:
+        """Write samples ``first_sample .. first_sample + len(block)`` of region ``index``.
+
+        ``block``: ``(k, stop - start, H, W)``. Samples are chunked one per chunk along ``sample``,
+        so a block never shares a chunk with another writer. The region stays pending until
+        :meth:`write_region` records it, so a crash between blocks leaves it to be redone.
+        """
+        start, stop = self._region_bounds(index)
+        height, width = self.layout.image_shape
+        where = f"{self.path} region {index} (slices {start}:{stop})"
+        if not self.layout.n_samples:
+            raise StoreInputError(f"{where}: got samples but the store was created with n_samples=0")
+        array = np.asarray(block)
+        if array.ndim != 4:
+            raise StoreInputError(f"{where}: variable 'samples' block has shape {array.shape}, expected (k, {stop - start}, {height}, {width})")
+        k = array.shape[0]
+        first = int(first_sample)
+        if first < 0 or first + k > self.layout.n_samples:
+            raise StoreInputError(
+                f"{where}: samples {first}..{first + k - 1} out of range; the store holds {self.layout.n_samples}"
+            )
+        array = _checked_array(array, "samples", (k, stop - start, height, width), np.float32, where)
+        group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
+        group["samples"][first:first + k, start:stop] = array
+
+    def update_attrs(self, update: Mapping[str, Any]) -> None:
+        """Add run-level attrs (e.g. how intervals were made, a calibration's result).
+
+        Like :meth:`write_summary` it rewrites the root ``zarr.json``: call it from one process,
+        while no region is being written.
+        """
+        clean = _jsonable(dict(update), "attrs")
+        reserved = {"provenance", "credible_level", "pixel_size_mm", "region_size"} & set(clean)
+        if reserved:
+            raise StoreInputError(f"{self.path}: attrs {sorted(reserved)} are fixed at creation and cannot be updated")
+        group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
+        group.attrs.update(clean)
+        self._attrs.update(clean)
+
+    def meta_path(self, name: str) -> Path:
+        """A file in the store's private ``_inversa`` directory (never listed by zarr readers)."""
+        if not name or "/" in name or name.startswith("."):
+            raise StoreInputError(f"{self.path}: meta file name must be a plain file name, got {name!r}")
+        return self.path / META_DIR / name
+
+    def write_meta_json(self, name: str, obj: Mapping[str, Any]) -> Path:
+        """Write ``_inversa/<name>`` atomically (a crash leaves the old file or none)."""
+        path = self.meta_path(name)
+        _write_json_atomic(path, _jsonable(dict(obj), name))
+        return path
+
+    def read_meta_json(self, name: str) -> dict[str, Any] | None:
+        """``_inversa/<name>`` as a dict, or None when absent or unreadable."""
+        try:
+            value = json.loads(self.meta_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
 
     def write_summary(self, metrics: Mapping[str, Any], report: Mapping[str, Any] | None = None) -> None:
         """Record run-level metrics (and an optional report) in the group attrs.

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.methods import method_names, validate_method_params
+from tasks.methods import PRIOR_PARAM, PriorNotFound, method_names, prior_record, uses_prior, validate_method_params
+from models.samplers import REGISTRY
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -37,6 +38,14 @@ class MethodSpec(_Strict):
 class GridSpec(_Strict):
     size: int | None = Field(default=None, ge=8, le=8192)
     pixel_size_mm: float | None = Field(default=None, gt=0)
+
+
+class CalibrationSpec(_Strict):
+    """Conformal calibration of the credible interval on simulated held-out pairs (tasks.calibration)."""
+
+    pairs: int = Field(default=32, ge=1, le=100000)
+    seed: int = 7
+    alpha: float | None = Field(default=None, gt=0, lt=1)
 
 
 class Recipe(_Strict):
@@ -60,6 +69,7 @@ class Recipe(_Strict):
     region_size: int = Field(default=1, ge=1)
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "auto"
+    calibration: CalibrationSpec | None = None
 
     @field_validator("method")
     @classmethod
@@ -79,9 +89,33 @@ class Recipe(_Strict):
                 raise ValueError(f"{field} is empty")
         return self
 
+    @model_validator(mode="after")
+    def _calibration_needs_uncertainty(self) -> "Recipe":
+        if self.calibration is not None:
+            if REGISTRY[self.method.name].deterministic:
+                raise ValueError(
+                    f"calibration: method {self.method.name!r} gives a point estimate; there is no interval to calibrate"
+                )
+            alpha = self.calibration.alpha if self.calibration.alpha is not None else 1 - self.credible_level
+            if 1.0 / (self.calibration.pairs + 1) > alpha:
+                raise ValueError(
+                    f"calibration.pairs: {self.calibration.pairs} pairs cannot certify alpha={alpha:g}; "
+                    f"need at least {int(-(-1 // alpha)) - 1}"
+                )
+        return self
+
     def digest(self) -> str:
-        """Digest of what determines the numbers (not where they come from or go)."""
+        """Digest of what determines the numbers (not where they come from or go).
+
+        A trained prior is part of the computation: its weights' digest is folded in, so a
+        retrained checkpoint at the same path never resumes a store made with the old one.
+        """
         payload = self.model_dump(exclude={"input", "output", "description", "device"})
+        if uses_prior(self.method.name) and PRIOR_PARAM in self.method.params:
+            try:
+                payload["prior_weights_sha256"] = prior_record(self.method.params[PRIOR_PARAM])["weights_sha256"]
+            except PriorNotFound:
+                payload["prior_weights_sha256"] = None  # the run itself reports the missing file
         text = json.dumps(payload, sort_keys=True, default=str)
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

@@ -17,7 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from data.store import ResultStore
 from flows.recipe import load_recipe
-from tasks.pipeline import create_store_task, plan_task, region_task, report_task
+from tasks.measurement import uses_gpu
+from tasks.pipeline import calibrate_task, create_store_task, plan_task, region_task, report_task
 from tasks.plan import dataset_name
 from tasks.report import ProgressArtifact
 
@@ -68,11 +69,20 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
     if progress:
         progress(total - len(pending), total)
 
+    # GPU work carries the `gpu` tag, so a tag concurrency limit can give each GPU one task at a time.
+    tags = {"gpu"} if uses_gpu(spec) else set()
+    if spec.get("calibration") and pending:
+        record = calibrate_task.with_options(task_run_name=f"calibrate {dataset}", tags=tags)(store_path, spec)
+        logger.info(
+            "%s: interval scale %.3g from %d simulated pairs (coverage %.3f -> %.3f on them)",
+            dataset, record["scale"], record["pairs"], record["coverage_before"], record["coverage_after"],
+        )
+
     futures = {}
     for index in pending:
         start, stop = store.regions[index]
         name = f"{dataset} slices {start}-{stop - 1}" if stop - start > 1 else f"{dataset} slice {start}"
-        futures[region_task.with_options(task_run_name=name).submit(store_path, index, spec)] = index
+        futures[region_task.with_options(task_run_name=name, tags=tags).submit(store_path, index, spec)] = index
 
     failures = []
     for future in as_completed(list(futures)):

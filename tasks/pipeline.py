@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data.errors import InvalidMeasurement
 from data.store import ResultStore
+from tasks.calibration import CALIBRATION_FILE, calibrate
 from tasks.plan import Plan, create_store, make_plan
 from tasks.region import TransientError, reconstruct_region
 from tasks.report import publish_report, summarize
@@ -52,10 +53,33 @@ region_task = task(
 )
 
 
+calibrate_task = task(
+    calibrate,
+    name="calibrate",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_on_transient,
+)
+
+
+def calibration_summary(store: ResultStore) -> dict[str, Any]:
+    """The calibration's numbers for the run summary (nothing when the run was not calibrated)."""
+    record = store.read_meta_json(CALIBRATION_FILE)
+    if record is None:
+        return {}
+    return {
+        "interval_scale": record["scale"],
+        "calibration_pairs": record["pairs"],
+        "calibration_coverage_before": record["coverage_before"],
+        "calibration_coverage_after": record["coverage_after"],
+    }
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(store_path: str, title: str, key: str) -> dict[str, Any]:
     store = ResultStore.open(store_path)
-    summary = summarize(store)
+    summary = {**summarize(store), **calibration_summary(store)}
     store.write_summary(summary)
     publish_report(store, summary, title=title, key=key)
     return summary

@@ -17,9 +17,9 @@ import torch
 
 from data.store import ResultStore, StoreConflict, StoreError
 from models.physics.tomography import ct_operator
-from tasks.measurement import geometry_for, grid_for, input_digest, load_measurement, load_reference
-from tasks.methods import build_sampler, method_defaults
-from tasks.region import METRICS
+from tasks.measurement import geometry_for, grid_for, input_digest, load_measurement, load_reference, working_grid
+from tasks.methods import PRIOR_PARAM, build_sampler, method_defaults, prior_of, prior_record, sampler_params
+from tasks.region import INTERVAL_DESCRIPTION, INTERVAL_KIND, METRICS, OUTSIDE_VIEW_DESCRIPTION
 
 
 @dataclass
@@ -40,6 +40,10 @@ class Plan:
     samples: int
     estimated_memory_bytes: int
     estimated_storage_bytes: int
+    working_image_size: int | None = None
+    working_pixel_size_mm: float | None = None
+    prior: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,13 +95,23 @@ def make_plan(recipe: dict[str, Any]) -> Plan:
                 f"{grid.size} x {grid.size} to match the reconstruction grid, got {tuple(ref.shape)}"
             )
     method = recipe["method"]
-    sampler = build_sampler(method["name"], method.get("params") or {})
+    params = method.get("params") or {}
+    sampler = build_sampler(method["name"], params)
+    if recipe.get("calibration") and sampler.deterministic:
+        raise ValueError(f"recipe {recipe.get('name')!r}: calibration needs a method with uncertainty; "
+                         f"{method['name']!r} gives a point estimate")
+    prior = prior_of(sampler)
+    work = working_grid(prior, grid) if prior is not None else grid
+    if prior is not None:
+        geometry = geometry_for(measurement, work)
+        geometry.validate()
     samples = 1 if sampler.deterministic else int(recipe["samples"])
     region_size = int(recipe.get("region_size") or 1)
     n_angles, n_det = int(measurement.sizes["angle"]), int(measurement.sizes["detector"])
     pixels = grid.size * grid.size
     matrix = ct_operator(geometry).matrix_bytes() if sampler.uses_system_matrix else 0
-    working = region_size * (pixels * (8 + 2 * min(samples, 8)) + 4 * n_angles * n_det) * 4
+    working = region_size * (work.size**2 * 2 * min(samples, 8) + pixels * (8 + min(samples, 8))
+                             + 4 * n_angles * n_det) * 4
     per_image = pixels * 4
     storage = n_slices * per_image * (4 + (samples if recipe.get("store_samples") else 0))
     angles = measurement["angle"].values
@@ -114,10 +128,14 @@ def make_plan(recipe: dict[str, Any]) -> Plan:
         pixel_size_mm=grid.pixel_size_mm,
         regions=plan_regions(n_slices, region_size),
         method=method["name"],
-        method_params={**method_defaults(method["name"]), **(method.get("params") or {})},
+        method_params={**method_defaults(method["name"]), **sampler_params(sampler, params)},
         samples=samples,
         estimated_memory_bytes=int(matrix + working),
         estimated_storage_bytes=int(storage),
+        working_image_size=work.size,
+        working_pixel_size_mm=work.pixel_size_mm,
+        prior=prior_record(params[PRIOR_PARAM]) if prior is not None else None,
+        calibration=dict(recipe["calibration"]) if recipe.get("calibration") else None,
     )
 
 
@@ -136,11 +154,38 @@ def provenance(recipe: dict[str, Any], recipe_digest: str, plan: Plan) -> dict[s
         "method_params": plan.method_params,
         "samples": plan.samples,
         "grid": {"size": plan.image_size, "pixel_size_mm": plan.pixel_size_mm},
+        "working_grid": {"size": plan.working_image_size, "pixel_size_mm": plan.working_pixel_size_mm},
+        "prior": plan.prior,
+        "interval_kind": INTERVAL_KIND if plan.samples > 1 else None,
+        "calibration": plan.calibration,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
+def interval_attrs(plan: Plan) -> dict[str, Any]:
+    """How the store's intervals were made, as attrs a reader sees without reading provenance."""
+    if plan.samples <= 1:
+        return {"interval_kind": "none (point estimate: std, lower and upper are NaN)"}
+    attrs = {"interval_kind": INTERVAL_KIND, "interval_definition": INTERVAL_DESCRIPTION}
+    if plan.prior is not None and (plan.working_image_size, plan.working_pixel_size_mm) != (
+            plan.image_size, plan.pixel_size_mm):
+        attrs["resampling"] = (
+            f"sampled on the prior's {plan.working_image_size} x {plan.working_image_size} grid of "
+            f"{plan.working_pixel_size_mm:g} mm, bilinear to the output grid at its pixel centres; "
+            + OUTSIDE_VIEW_DESCRIPTION
+        )
+    return attrs
+
+
 def create_store(recipe: dict[str, Any], recipe_digest: str, plan: Plan, overwrite: bool) -> ResultStore:
+    store = _create_store(recipe, recipe_digest, plan, overwrite)
+    attrs = interval_attrs(plan)
+    if any(store.attrs.get(k) != v for k, v in attrs.items()):
+        store.update_attrs(attrs)
+    return store
+
+
+def _create_store(recipe: dict[str, Any], recipe_digest: str, plan: Plan, overwrite: bool) -> ResultStore:
     measurement = load_measurement(recipe)
     return ResultStore.create(
         recipe["output"],

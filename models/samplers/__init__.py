@@ -2,11 +2,14 @@
 
 Point estimates (FBP, Tikhonov by CGLS, TV by primal-dual) and posterior samplers answer the
 same call, so the pipeline treats them alike; ``REGISTRY`` maps a recipe's method name to the
-class whose constructor keywords are the method's parameters.
+class whose constructor keywords are the method's parameters. The diffusion samplers take their
+network as ``denoiser=``; turning a recipe's checkpoint path into that denoiser is file work and
+belongs to ``tasks.methods``, so the registry holds classes only.
 """
 
 from .base import Sampler
 from .cgls import Tikhonov
+from .diffusion import DDS, DPS, DiffusionSampler, REDDiff
 from .fbp import FBP, fbp_reconstruct
 from .gaussian import GaussianPosterior
 from .tv import TV
@@ -16,6 +19,12 @@ REGISTRY: dict[str, type[Sampler]] = {
     Tikhonov.name: Tikhonov,
     TV.name: TV,
     GaussianPosterior.name: GaussianPosterior,
+    DPS.name: DPS,
+    DDS.name: DDS,
+    REDDiff.name: REDDiff,
 }
 
-__all__ = ["REGISTRY", "Sampler", "FBP", "fbp_reconstruct", "GaussianPosterior", "Tikhonov", "TV"]
+__all__ = [
+    "REGISTRY", "Sampler", "FBP", "fbp_reconstruct", "GaussianPosterior", "Tikhonov", "TV",
+    "DiffusionSampler", "DPS", "DDS", "REDDiff",
+]

@@ -29,6 +29,7 @@ EXAMPLES = {
     ),
     "check": "inversa check ct-tv --input study.nc --set method.params.max_iter=300",
     "show": "inversa show ta-60.zarr --json   |   inversa show ta-60.zarr --png ta-60.png",
+    "train-prior": "inversa train-prior prior-htc-discs --output priors/htc-discs-64 --steps 500",
 }
 
 
@@ -69,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     check = add("check", "Validate a recipe and its input and print the plan; writes nothing.")
     recipe_args(check)
     check.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    train = add("train-prior", "Train a diffusion prior from a prior recipe; rerun the same command to resume.")
+    train.add_argument("recipe", help="a prior recipe file, or the name of a shipped one (e.g. prior-htc-discs)")
+    train.add_argument("--output", help="run directory (overrides the recipe's output)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a recipe field by dotted path, e.g. training.steps=2000")
+    train.add_argument("--steps", type=int, metavar="N",
+                       help="stop once N steps are complete (checkpointed; rerun to continue)")
 
     show = add("show", "Summarise a result store: variables, metrics, provenance.")
     show.add_argument("store")
@@ -152,6 +161,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=not sys.stderr.isatty())
+    state: dict = {}
+
+    def hook(done: int, total: int, loss: float) -> None:
+        shown = "-" if loss != loss else f"{loss:.4f}"
+        if "task" not in state:
+            progress.start()
+            state["task"] = progress.add_task("steps", total=total, completed=done, loss=shown)
+        progress.update(state["task"], completed=done, total=total, loss=shown)
+
+    return hook, progress
+
+
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    from flows.prior_recipe import load_prior_recipe
+
+    recipe = load_prior_recipe(args.recipe, args.set, output=args.output)
+    if not recipe.output:
+        raise ValueError(f"prior recipe {recipe.name!r}: no output directory; give one with --output DIR")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: expected a positive number of steps")
+    from tasks.measurement import resolve_device
+    from tasks.training import check_run_directory
+
+    resolve_device(recipe.device)  # fail on a missing GPU before Prefect starts
+    check_run_directory(recipe.model_dump(), recipe.output)  # and on another recipe's directory
+    from flows import train_prior as module
+    from flows.runtime import local_run_settings
+
+    hook, bar = _training_progress()
+    module.progress_hook = hook
+    try:
+        with local_run_settings():
+            result = module.train_prior(recipe.model_dump(), output=recipe.output, steps=args.steps)
+    finally:
+        bar.stop()
+        module.progress_hook = None
+    prior = Path(result["prior"]).resolve()
+    done, total = result["completed_steps"], result["total_steps"]
+    print(f"prior      {prior}")
+    print(f"steps      {done} of {total}, last loss {result['final_loss']:.4g}")
+    if done < total:
+        print(f"resume     rerun the same command to train the remaining {total - done} steps")
+    print(f"use it     python: from tasks.training import load_prior; prior = load_prior({str(prior)!r})")
+    print(f"           recipe: give {prior} as the prior checkpoint of a diffusion method (ct-dds, ct-dps, ...)")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from data.store import ResultStore
 
@@ -211,7 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show}
+COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show, "train-prior": cmd_train_prior}
 
 
 def main(argv: list[str] | None = None) -> int:

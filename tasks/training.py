@@ -58,6 +58,56 @@ def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().to("cpu").numpy() for k, v in tensors.items()}
 
 
+def check_training_blocks(data: dict[str, Any], architecture: dict[str, Any], training: dict[str, Any]) -> None:
+    """Fail on a recipe's data, architecture or training block before any training starts.
+
+    Raises ``ValueError`` naming the block and key (a ``TypeError`` from a dataclass would not
+    survive recipe validation as a readable message).
+    """
+    try:
+        images = image_set(dict(data))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"data: {exc}") from None
+    size = architecture.get("image_size")
+    if size is not None and size != images.image_size:
+        raise ValueError(f"architecture.image_size {size} differs from the data's image_size {images.image_size}; "
+                         f"leave it out (it is taken from the data)")
+    try:
+        UNetConfig.from_dict({**architecture, "image_size": images.image_size})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"architecture: {exc}") from None
+    unknown = set(training) - set(TrainingConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"training: unknown keys {sorted(unknown)}; known: {sorted(TrainingConfig.__dataclass_fields__)}")
+    try:
+        TrainingConfig(**training)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"training: {exc}") from None
+
+
+def _refuse_other_recipe(last: Path, saved: dict[str, Any], digest: str) -> None:
+    if saved.get("recipe_digest") != digest:
+        raise ValueError(f"{last}: this directory holds a training run of another recipe "
+                         f"(digest {saved.get('recipe_digest')}, this recipe {digest}); "
+                         f"choose another --output or delete it")
+
+
+def check_run_directory(recipe: dict[str, Any], output) -> int:
+    """Steps already completed in ``output`` by this recipe (0 for a new directory).
+
+    Reads only the JSON of ``last``, so the command line can refuse a directory of another
+    recipe in milliseconds, before Prefect starts or a network is built.
+    """
+    last = checkpoint_paths(Path(output) / LAST)[1]
+    if not last.is_file():
+        if Path(output).exists() and not Path(output).is_dir():
+            raise ValueError(f"{output}: exists and is not a directory; a training run needs a directory")
+        return 0
+    saved = read_config(last)
+    _refuse_other_recipe(last, saved, training_digest(recipe))
+    return int(saved.get("completed_steps", 0))
+
+
 def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
     """A prior checkpoint (``NAME``, ``NAME.json`` or ``NAME.safetensors``) ready for sampling."""
     arrays, config = load_checkpoint(path)
@@ -89,11 +139,7 @@ class TrainingRun:
             self._resume(last)
 
     def _resume(self, last: Path) -> None:
-        saved = read_config(last)
-        if saved.get("recipe_digest") != self.config["recipe_digest"]:
-            raise ValueError(f"{last}: this directory holds a training run of another recipe "
-                             f"(digest {saved.get('recipe_digest')}, this recipe {self.config['recipe_digest']}); "
-                             f"choose another --output or delete it")
+        _refuse_other_recipe(last, read_config(last), self.config["recipe_digest"])
         tensors, saved = load_checkpoint(last)
         self.trainer.load_state_tensors({k: torch.from_numpy(v).to(self.device) for k, v in tensors.items()},
                                         saved["completed_steps"])
@@ -155,9 +201,18 @@ def unconditional_samples(prior: DiffusionPrior, n: int, seed: int = 0, n_steps:
     return x.cpu()
 
 
-def preview_png(prior: DiffusionPrior, path, n: int = 8, seed: int = 0) -> Path:
-    """A strip of ``n`` prior samples as a PNG, scaled to the training range."""
+def preview_strip(prior: DiffusionPrior, n: int = 8, seed: int = 0) -> np.ndarray:
+    """``n`` prior samples side by side, mapped from the training range to [0, 1].
+
+    A fixed scale (not per-image percentiles) so that previews from successive checkpoints
+    can be compared by eye.
+    """
     samples = unconditional_samples(prior, n, seed).numpy()
     lo, hi = prior.offset - 0.5 * prior.scale, prior.offset + 0.5 * prior.scale
     strip = np.concatenate([np.pad(s, 1, constant_values=lo) for s in samples], axis=1)
-    return write_png(path, np.clip((strip - lo) / (hi - lo), 0, 1))
+    return np.clip((strip - lo) / (hi - lo), 0, 1)
+
+
+def preview_png(prior: DiffusionPrior, path, n: int = 8, seed: int = 0) -> Path:
+    """A strip of ``n`` prior samples as a PNG, scaled to the training range."""
+    return write_png(path, (preview_strip(prior, n, seed) * 255 + 0.5).astype(np.uint8))

@@ -1,0 +1,97 @@
+"""Prior recipes: the YAML files that say how a diffusion prior is trained (`inversa train-prior`).
+
+A separate schema from reconstruction recipes because the two share nothing but the loading
+rules (a shipped name or a path, `--set` overrides, every typo an error). The architecture,
+training and data blocks are checked against the classes that will consume them, so a wrong
+key fails before Prefect starts, not at the first training step. Defaults are filled in by the
+model, never by `model_dump`-ing nested dicts: the run directory's digest is taken over the
+blocks as written, so the same YAML always resumes the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.recipe import RecipeError, apply_overrides, find_recipe
+from tasks.training import check_training_blocks
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Normalisation(_Strict):
+    """The network sees ``(x - offset) / scale``: choose them to map the data to about [-0.5, 0.5]."""
+
+    offset: float
+    scale: float = Field(gt=0)
+
+
+class SamplingRange(_Strict):
+    """Noise levels a sampler runs over by default, in the network's normalised units."""
+
+    sigma_min: float = Field(default=0.002, gt=0)
+    sigma_max: float = Field(default=80.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SamplingRange":
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min {self.sigma_min} must be below sigma_max {self.sigma_max}")
+        return self
+
+
+class PriorRecipe(_Strict):
+    name: str
+    description: str = ""
+    data: dict[str, Any] = Field(default_factory=lambda: {"source": "phantoms"})
+    normalisation: Normalisation
+    sigma_data: float = Field(default=0.5, gt=0)
+    architecture: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    sampling: SamplingRange = Field(default_factory=SamplingRange)
+    checkpoint_every: int = Field(default=250, ge=1)
+    preview_every: int = Field(default=4, ge=0, description="checkpoints between previews; 0: only at the end")
+    output: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _blocks_fit_their_consumers(self) -> "PriorRecipe":
+        check_training_blocks(self.data, self.architecture, self.training)
+        if self.output is not None and not self.output.strip():
+            raise ValueError("output is empty")
+        return self
+
+
+def _problem(err: dict) -> str:
+    message = err["msg"].removeprefix("Value error, ")
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {message}" if where else message
+
+
+def load_prior_recipe(name_or_path: str | Path | dict, overrides: list[str] | None = None,
+                      output: str | Path | None = None) -> PriorRecipe:
+    """Read, override and validate a prior recipe; ``output`` wins over the recipe's when given."""
+    if isinstance(name_or_path, dict):
+        raw, source = dict(name_or_path), "prior recipe"
+    else:
+        path = find_recipe(name_or_path)
+        source = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{source}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{source}: expected a mapping of recipe fields at the top level")
+    raw = apply_overrides(raw, overrides or [], source)
+    if output is not None:
+        raw["output"] = str(output)
+    try:
+        return PriorRecipe.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(err) for err in exc.errors())
+        hint = "" if "method" not in raw else " (this looks like a reconstruction recipe: use `inversa run`)"
+        raise RecipeError(f"{source}: invalid prior recipe: {problems}{hint}") from None

@@ -1,0 +1,211 @@
+"""The train-prior flow and command: checkpoints, artifacts, exact resume, refusal of another recipe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import tasks.training_tasks as training_tasks
+from data.checkpoints import load_checkpoint
+from flows.cli import main
+from flows.prior_recipe import load_prior_recipe
+from flows.train_prior import chunks, train_prior
+from models.priors.training import Trainer
+from tasks.training import TrainingRun, load_prior
+
+TINY = {
+    "name": "tiny-prior",
+    "data": {"source": "phantoms", "kind": "htc-discs", "image_size": 16, "field_of_view_mm": 76.0, "supersample": 2},
+    "normalisation": {"offset": 0.016, "scale": 0.032},
+    "architecture": {"channels": [8, 16], "attention_levels": [1], "embedding": 32},
+    "training": {"steps": 6, "batch_size": 2, "warmup": 2},
+    "sampling": {"sigma_min": 0.002, "sigma_max": 40.0},
+    "checkpoint_every": 2,
+    "preview_every": 1,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks: with other jobs on the machine, extra intra-op threads only spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _recipe(**changes) -> dict:
+    raw = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw[section][field] = value
+        else:
+            raw[section] = value
+    return load_prior_recipe(raw).model_dump()
+
+
+def _ema(directory) -> dict[str, torch.Tensor]:
+    arrays, _ = load_checkpoint(directory / "prior")
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """Six steps in one run (three chunks from one cached TrainingRun): the reference weights."""
+    directory = tmp_path_factory.mktemp("straight")
+    result = train_prior(_recipe(), str(directory))
+    return directory, result
+
+
+def test_chunks_end_on_checkpoint_multiples():
+    assert chunks(0, 6, 2) == [(0, 2), (2, 4), (4, 6)]
+    assert chunks(3, 8, 4) == [(3, 4), (4, 8)]
+    assert chunks(0, 5, 250) == [(0, 5)]
+    assert chunks(6, 6, 2) == []
+
+
+def test_flow_trains_writes_checkpoints_and_artifacts(straight):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    directory, result = straight
+    for name in ("prior.json", "prior.safetensors", "last.json", "last.safetensors"):
+        assert (directory / name).is_file(), name
+    assert result["completed_steps"] == 6 and result["output"] == str(directory)
+    assert result["prior"] == str(directory / "prior.json") and np.isfinite(result["final_loss"])
+    prior = load_prior(result["prior"])
+    assert prior.shape == (16, 16) and prior.pixel_size_mm == pytest.approx(76.0 / 16)
+    # The prior file holds the EMA weights only; last also holds what resuming needs.
+    assert {k.split(".")[0] for k in load_checkpoint(directory / "prior")[0]} == {"ema"}
+    assert {k.split(".")[0] for k in load_checkpoint(directory / "last")[0]} == {"ema", "model", "optim"}
+
+    run_id = result["flow_run_id"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        run = client.read_flow_run(run_id)
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    assert run.name == "train-prior | tiny-prior"
+    assert {"steps 1-2", "steps 3-4", "steps 5-6"} <= {t.name for t in task_runs}
+    artifacts = sorted(artifacts, key=lambda a: a.created)
+    losses = [a for a in artifacts if a.type == "table" and a.key.endswith("-loss")]
+    assert len(losses) == 4  # one per checkpoint, and the report's
+    table = losses[-1].data if isinstance(losses[-1].data, list) else json.loads(losses[-1].data)
+    assert [row["step"] for row in table] == [2, 4, 6]
+    assert all(np.isfinite(row["loss"]) and row["seconds_per_step"] > 0 for row in table)
+    previews = [a for a in artifacts if a.type == "markdown" and "data:image/png;base64," in a.data]
+    # preview_every=1: after the checkpoints at steps 2 and 4, and the final report at 6.
+    assert len(previews) == 3 and "step 6 of 6" in previews[-1].data
+    progress = [a for a in artifacts if a.type == "progress"][-1]
+    assert float(progress.data) == pytest.approx(100.0)
+
+
+def test_one_network_per_process_across_chunks(tmp_path, monkeypatch):
+    built = []
+
+    class Counting(TrainingRun):
+        def __init__(self, *args, **kwargs):
+            built.append(args[1])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(training_tasks, "TrainingRun", Counting)
+    training_tasks.forget_open_run()
+    train_prior(_recipe(training__steps=4), str(tmp_path))
+    assert len(built) == 1  # open, two chunks and the report share it
+
+
+def test_resume_from_disk_equals_a_straight_run(straight, tmp_path):
+    first = train_prior(_recipe(), str(tmp_path), steps=3)
+    assert first["completed_steps"] == 3
+    assert load_checkpoint(tmp_path / "last")[1]["completed_steps"] == 3
+    training_tasks.forget_open_run()  # what a new process starts with
+    second = train_prior(_recipe(), str(tmp_path), steps=6)
+    assert second["completed_steps"] == 6
+    # It continued at 3 (chunks 1-2, 3 | 4, 5-6) rather than starting over.
+    assert [h["step"] for h in load_checkpoint(tmp_path / "last")[1]["history"]] == [2, 3, 4, 6]
+    _assert_same_weights(_ema(tmp_path), _ema(straight[0]))
+    assert second["final_loss"] == pytest.approx(straight[1]["final_loss"], rel=1e-6)
+
+
+def test_crash_mid_step_then_rerun_equals_a_straight_run(straight, tmp_path, monkeypatch):
+    real_step = Trainer.step
+
+    def crashing(self, x0):
+        k = self.completed
+        loss = real_step(self, x0)
+        if k == 4:  # the weights are updated, the step is not counted: the worst moment to die
+            self.completed = k
+            raise RuntimeError("simulated crash")
+        return loss
+
+    monkeypatch.setattr(Trainer, "step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_prior(_recipe(), str(tmp_path))
+    # The process's run still says 4 steps, as the directory does, but its weights are not
+    # those of step 4: only dropping it after the failure makes the rerun read the directory.
+    assert load_checkpoint(tmp_path / "last")[1]["completed_steps"] == 4
+    monkeypatch.setattr(Trainer, "step", real_step)
+
+    result = train_prior(_recipe(), str(tmp_path))
+    assert result["completed_steps"] == 6
+    _assert_same_weights(_ema(tmp_path), _ema(straight[0]))
+
+
+def test_rerun_of_a_finished_directory_only_reports(straight):
+    directory, result = straight
+    before = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
+    again = train_prior(_recipe(), str(directory))
+    assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == before
+    assert again["completed_steps"] == 6 and again["final_loss"] == result["final_loss"]
+
+
+def test_another_recipe_is_refused_naming_the_directory(tmp_path, capsys):
+    run = TrainingRun(_recipe(), tmp_path / "run")
+    run.train(1)
+    run.save()
+    with pytest.raises(ValueError, match=r"run/last\.json: this directory holds a training run of another recipe"):
+        train_prior(_recipe(training__seed=1), str(tmp_path / "run"))
+    recipe_file = tmp_path / "other.yaml"
+    recipe_file.write_text(yaml.safe_dump({**TINY, "training": {**TINY["training"], "lr": 0.01}}))
+    code = main(["train-prior", str(recipe_file), "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(tmp_path / "run") in err and "another recipe" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_trains_and_says_where_the_prior_is(tmp_path, capsys):
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "cli-run"
+    code = main(["train-prior", str(recipe_file), "--output", str(out), "--set", "training.steps=4", "--steps", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert str(out / "prior.json") in printed and "2 of 4" in printed and "rerun the same command" in printed
+    assert load_checkpoint(out / "prior")[1]["completed_steps"] == 2
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--set", "training.stpes=4"], "unknown keys ['stpes']"),
+    (["--set", "architecture.channels=[8,12]"], "divisible by groups"),
+    (["--set", "checkpoint_evry=3"], "checkpoint_evry: Extra inputs are not permitted"),
+    (["--steps", "0"], "--steps 0"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, expected):
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(yaml.safe_dump(TINY))
+    code = main(["train-prior", str(recipe_file), "--output", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("inversa train-prior: error:") and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

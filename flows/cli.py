@@ -205,11 +205,13 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     prior = Path(result["prior"]).resolve()
     done, total = result["completed_steps"], result["total_steps"]
     print(f"prior      {prior}")
-    print(f"steps      {done} of {total}, last loss {result['final_loss']:.4g}")
+    print(f"steps      {done} of {total}; mean loss over the last chunk {result['final_loss']:.4g}")
     if done < total:
-        print(f"resume     rerun the same command to train the remaining {total - done} steps")
-    print(f"use it     python: from tasks.training import load_prior; prior = load_prior({str(prior)!r})")
-    print(f"           recipe: give {prior} as the prior checkpoint of a diffusion method (ct-dds, ct-dps, ...)")
+        again = "without --steps (or with a larger one)" if args.steps else "the same command"
+        print(f"resume     rerun {again} to train the remaining {total - done} steps")
+    print(f"use it     inversa run ct-dds --input STUDY --output OUT.zarr --set method.params.prior={prior}")
+    print(f"           (or method.params.prior in any diffusion recipe: ct-dps, ct-reddiff, htc2022-dds, ...)")
+    print(f"           python: from tasks.training import load_prior; prior = load_prior({str(prior)!r})")
     return 0
 
 

@@ -13,8 +13,10 @@ import tasks.training_tasks as training_tasks
 from data.checkpoints import load_checkpoint
 from flows.cli import main
 from flows.prior_recipe import load_prior_recipe
+from flows.recipe import RECIPE_DIR, RecipeError
 from flows.train_prior import chunks, train_prior
 from models.priors.training import Trainer
+from tasks.methods import resolve_prior_path
 from tasks.training import TrainingRun, load_prior
 
 TINY = {
@@ -66,6 +68,25 @@ def straight(tmp_path_factory):
     directory = tmp_path_factory.mktemp("straight")
     result = train_prior(_recipe(), str(directory))
     return directory, result
+
+
+@pytest.mark.parametrize("path", sorted(RECIPE_DIR.glob("prior-*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_prior_recipe_validates(path):
+    recipe = load_prior_recipe(path.stem)
+    assert recipe.name == path.stem and recipe.checkpoint_every >= 1
+
+
+def test_prior_recipe_overrides_and_typos():
+    recipe = load_prior_recipe("prior-htc-discs", ["training.steps=20", "checkpoint_every=5"], output="x")
+    assert recipe.training["steps"] == 20 and recipe.checkpoint_every == 5 and recipe.output == "x"
+    with pytest.raises(RecipeError, match=r"prior-htc-discs\.yaml: invalid prior recipe: normalisation\.scale"):
+        load_prior_recipe("prior-htc-discs", ["normalisation.scale=0"])
+    with pytest.raises(RecipeError, match=r"data: PhantomImages: kind must be one of"):
+        load_prior_recipe("prior-htc-discs", ["data.kind=dragons"])
+    with pytest.raises(RecipeError, match=r"architecture.image_size 32 differs from the data's image_size 64"):
+        load_prior_recipe("prior-htc-discs", ["architecture.image_size=32"])
+    with pytest.raises(RecipeError, match=r"looks like a reconstruction recipe"):
+        load_prior_recipe("ct-fbp")
 
 
 def test_chunks_end_on_checkpoint_multiples():
@@ -191,8 +212,11 @@ def test_cli_trains_and_says_where_the_prior_is(tmp_path, capsys):
     code = main(["train-prior", str(recipe_file), "--output", str(out), "--set", "training.steps=4", "--steps", "2"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert str(out / "prior.json") in printed and "2 of 4" in printed and "rerun the same command" in printed
+    assert str(out / "prior.json") in printed and "2 of 4" in printed and "rerun without --steps" in printed
     assert load_checkpoint(out / "prior")[1]["completed_steps"] == 2
+    # The path it prints is one a diffusion recipe's method.params.prior accepts.
+    line = next(l for l in printed.splitlines() if "method.params.prior=" in l)
+    assert resolve_prior_path(line.split("method.params.prior=")[1].split()[0]) == out / "prior"
 
 
 @pytest.mark.parametrize("argv, expected", [

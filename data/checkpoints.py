@@ -29,6 +29,15 @@ FORMAT_VERSION = 1
 class CheckpointError(InvalidMeasurement):
     """A checkpoint that is missing, incomplete or not ours; the message names the file."""
 
+    def __init__(self, message: str, path=None):
+        # One message that already names the file, not InvalidMeasurement's (path, variable, expected).
+        ValueError.__init__(self, message)
+        self.path = None if path is None else str(path)
+        self.variable, self.expected, self.got = "checkpoint", message, None
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.path))
+
 
 def checkpoint_paths(path) -> tuple[Path, Path]:
     """``(NAME.safetensors, NAME.json)`` for ``NAME``, ``NAME.json`` or ``NAME.safetensors``."""
@@ -46,6 +55,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _previous(weights: Path) -> Path:
+    """Where the weights the current JSON names are kept while a save replaces them."""
+    return weights.with_name(f".{weights.name}.previous")
+
+
 def _replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
@@ -59,12 +73,19 @@ def save_checkpoint(path, tensors: dict[str, np.ndarray], config: dict) -> Path:
     flat = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     tmp_w = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
     save_file(flat, str(tmp_w))
-    _replace(tmp_w, weights)
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, **config,
-              "weights": weights.name, "weights_sha256": _sha256(weights)}
+              "weights": weights.name, "weights_sha256": _sha256(tmp_w)}
     tmp_m = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
     tmp_m.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    # Until the JSON is replaced it names the old weights: keep them (a hard link, no copy)
+    # so that a crash between the two renames leaves the previous checkpoint loadable.
+    previous = _previous(weights)
+    if weights.is_file() and meta.is_file():
+        previous.unlink(missing_ok=True)
+        os.link(weights, previous)
+    _replace(tmp_w, weights)
     _replace(tmp_m, meta)
+    previous.unlink(missing_ok=True)
     return meta
 
 
@@ -91,5 +112,8 @@ def load_checkpoint(path, verify: bool = True) -> tuple[dict[str, np.ndarray], d
     if not weights.is_file():
         raise CheckpointError(f"{weights}: checkpoint weights not found (named by {meta})")
     if verify and config.get("weights_sha256") and _sha256(weights) != config["weights_sha256"]:
+        previous = _previous(weights)
+        if previous.is_file() and _sha256(previous) == config["weights_sha256"]:
+            return load_file(str(previous)), config  # a save died between its two renames
         raise CheckpointError(f"{weights}: contents do not match the sha256 recorded in {meta.name}; the file is corrupt or from another checkpoint")
     return load_file(str(weights)), config

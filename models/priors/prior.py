@@ -38,6 +38,9 @@ class DiffusionPrior:
         self.sigma_max = float(sigma_max) * self.scale
         self.config = dict(config or {})
         self.source = source
+        # The pixel variance of the training data in physical units: samplers use it as the spread
+        # of x0 given x_t at high noise (see DDS and DPS) and start their chains at ``offset``.
+        self.data_variance = (denoiser.sigma_data * self.scale) ** 2
 
     @property
     def shape(self) -> tuple[int, int]:

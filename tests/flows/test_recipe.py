@@ -5,7 +5,7 @@ import pytest
 from flows.recipe import RECIPE_DIR, RecipeError, apply_overrides, load_recipe
 
 
-@pytest.mark.parametrize("path", sorted(RECIPE_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(p for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("prior-")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_validates(path):
     recipe = load_recipe(path)
     assert recipe.name == path.stem

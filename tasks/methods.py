@@ -26,6 +26,7 @@ from models.samplers import REGISTRY, DiffusionSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRIOR_PARAM = "prior"
+PRIOR_CHECKPOINT = "prior"  # the EMA-only checkpoint a training directory holds (tasks.training.PRIOR)
 # Parameters a prior-based method's constructor has that a recipe must not set: the prior sets them.
 _FROM_PRIOR = ("denoiser",)
 
@@ -66,15 +67,24 @@ def method_defaults(name: str) -> dict[str, Any]:
 def resolve_prior_path(path: str | Path, field: str = f"method.params.{PRIOR_PARAM}") -> Path:
     """The checkpoint a recipe names: absolute, else under the repository root, else the cwd.
 
+    ``path`` is a checkpoint (``NAME``, ``NAME.json``, ``NAME.safetensors``) or a training
+    directory, whose ``prior`` checkpoint is meant.
+
     The repository root comes first so that shipped recipes (``prior: priors/htc-discs-64``) work
     from any directory; the cwd catches a user's own checkpoints.
     """
     raw = Path(str(path)).expanduser()
-    candidates = [raw] if raw.is_absolute() else [REPO_ROOT / raw, Path.cwd() / raw]
+    bases = [raw] if raw.is_absolute() else [REPO_ROOT / raw, Path.cwd() / raw]
+    candidates = []
+    for base in bases:
+        # A training run's directory names its sampling checkpoint, ``<dir>/prior``.
+        for candidate in ((base / PRIOR_CHECKPOINT, base) if base.is_dir() else (base,)):
+            if candidate not in candidates:
+                candidates.append(candidate)
     for candidate in candidates:
         if checkpoint_paths(candidate)[1].is_file():
             return checkpoint_paths(candidate)[1].with_suffix("")
-    tried = ", ".join(str(checkpoint_paths(c)[1]) for c in candidates)
+    tried = ", ".join(dict.fromkeys(str(checkpoint_paths(c)[1]) for c in candidates))
     raise PriorNotFound(
         f"recipe field {field}: prior checkpoint {str(path)!r} not found (looked for {tried}); "
         "train one with `inversa train-prior` or give the path of an existing NAME.json"

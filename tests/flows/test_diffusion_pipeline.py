@@ -196,3 +196,10 @@ def test_method_params_are_validated_without_the_network(tmp_path):
         validate_method_params("dds", {"prior": missing, "denoiser": "x"})
     with pytest.raises(PriorNotFound, match=r"method\.params\.prior.*absent\.json"):
         resolve_prior_path(missing)
+
+
+def test_a_training_directory_names_its_prior_checkpoint(prior_path):
+    from tasks.methods import resolve_prior_path
+
+    assert resolve_prior_path(prior_path.parent) == prior_path
+    assert resolve_prior_path(str(prior_path) + ".json") == prior_path

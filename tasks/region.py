@@ -55,20 +55,25 @@ class TransientError(RuntimeError):
     """An error worth retrying (I/O hiccup, device busy); anything else fails at once."""
 
 
-def slice_generators(seed: int, slices: range) -> list[torch.Generator]:
+def slice_generators(seed: int, slices: range, device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One generator per slice, for point estimates (a single draw per slice)."""
-    return [_generator([int(seed), int(index)]) for index in slices]
+    return [_generator([int(seed), int(index)], device) for index in slices]
 
 
-def sample_generators(seed: int | tuple[int, ...], slices: range, samples: range) -> list[torch.Generator]:
-    """One generator per (sample, slice) item, sample-major: item ``s * len(slices) + b``."""
+def sample_generators(seed: int | tuple[int, ...], slices: range, samples: range,
+                      device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per (sample, slice) item, sample-major: item ``s * len(slices) + b``.
+
+    Generators live on the device the samplers draw on (torch cannot draw CUDA tensors from a
+    CPU generator); a store made on a GPU therefore differs from a CPU one by its random draws.
+    """
     prefix = [int(v) for v in (seed if isinstance(seed, tuple) else (seed,))]
-    return [_generator([*prefix, int(index), int(s)]) for s in samples for index in slices]
+    return [_generator([*prefix, int(index), int(s)], device) for s in samples for index in slices]
 
 
-def _generator(entropy: list[int]) -> torch.Generator:
+def _generator(entropy: list[int], device: torch.device | str = "cpu") -> torch.Generator:
     state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] % (2**63)))
+    return torch.Generator(device=device).manual_seed(int(state[0] % (2**63)))
 
 
 def choose_batch(free_bytes: float, bytes_per_item: float, limit: int, headroom: float = 0.8) -> int:
@@ -144,7 +149,7 @@ def stream_posterior(
     batch = sino.shape[0]
     if sampler.deterministic:
         with _grad_mode(sampler):
-            out = sampler.sample(sino, operator, sigma, 1, slice_generators(int(seed), slices))
+            out = sampler.sample(sino, operator, sigma, 1, slice_generators(int(seed), slices, device))
         block = resampler(out[:1]).detach().to("cpu", torch.float32).numpy()
         if on_chunk is not None:
             on_chunk(0, block)
@@ -167,7 +172,7 @@ def stream_posterior(
             else:
                 free, _ = torch.cuda.mem_get_info(device)
                 k = max(1, choose_batch(free, per_item, min(left * batch, GPU_ITEM_LIMIT)) // batch)
-        items = sample_generators(seed, slices, range(drawn, drawn + k))
+        items = sample_generators(seed, slices, range(drawn, drawn + k), device)
         y = sino.repeat(k, 1, 1)
         s = sigma.repeat(k)
         if cuda and per_item is None:

@@ -199,13 +199,21 @@ class DDS(DiffusionSampler):
     ``sigma^2 v / (sigma^2 + v)`` (default: the prior's ``data_variance`` if it states one), the exact spread for white data, which keeps early steps from
     over-trusting a still-blurry ``x0_hat``. ``eta`` sets the fresh noise of the DDIM
     re-noising (1: ancestral); the re-noising keeps the denoiser's implied noise.
+    ``consistency="krylov"`` drops the ``I / r^2`` term, as the DDS paper does: ``cg_steps`` of CG on
+    ``A^T A x = A^T y`` started at ``x0_hat``, where the early stop (the Krylov subspace around
+    ``x0_hat``) is the only regulariser.
     """
 
     name = "dds"
+    CONSISTENCY = ("posterior", "krylov")
 
     def __init__(self, denoiser=None, n_steps: int = 50, sigma_min: float = 0.01, sigma_max: float = 80.0,
-                 rho: float = 7.0, cg_steps: int = 5, eta: float = 1.0, prior_variance: float | None = None):
+                 rho: float = 7.0, cg_steps: int = 5, eta: float = 1.0, prior_variance: float | None = None,
+                 consistency: str = "posterior"):
         super().__init__(denoiser, n_steps, sigma_min, sigma_max, rho)
+        if consistency not in self.CONSISTENCY:
+            raise ValueError(f"dds: consistency must be one of {self.CONSISTENCY}, got {consistency!r}")
+        self.consistency = consistency
         if int(cg_steps) < 0:
             raise ValueError(f"dds: cg_steps must be >= 0, got {cg_steps}")
         if not 0.0 <= eta <= 1.0:
@@ -217,7 +225,8 @@ class DDS(DiffusionSampler):
         self.prior_variance = None if prior_variance is None else float(prior_variance)
 
     def params(self) -> dict:
-        return {**super().params(), "cg_steps": self.cg_steps, "eta": self.eta, "prior_variance": self.prior_variance}
+        return {**super().params(), "cg_steps": self.cg_steps, "eta": self.eta, "prior_variance": self.prior_variance,
+                "consistency": self.consistency}
 
     def _spread(self, sigma: float) -> float:
         v = self.prior_variance or getattr(self.denoiser, "data_variance", None)
@@ -236,7 +245,7 @@ class DDS(DiffusionSampler):
             x0 = self._denoise(x, sigma)
             eps = epsilon_from_x0(x, x0, sigma)
             if self.cg_steps:
-                inv_r2 = 1.0 / self._spread(sigma)
+                inv_r2 = 1.0 / self._spread(sigma) if self.consistency == "posterior" else 0.0
 
                 def apply(v, inv_r2=inv_r2):
                     return operator.adjoint(operator.forward(v)) * expand_to(inv_noise_var, v) + inv_r2 * v

@@ -47,7 +47,7 @@ LEVEL = 0.9
 SAMPLER_SETTINGS = {
     "dps": dict(n_steps=50),
     "dds": dict(n_steps=50, cg_steps=5),
-    "reddiff": dict(n_steps=100),
+    "reddiff": dict(n_steps=100, lr=0.2, lr_final=0.01, lam=16.0),
 }
 
 

@@ -267,7 +267,10 @@ class REDDiff(DiffusionSampler):
     Gaussian prior the fixed point is the MAP of a prior smoothed by ``sigma``) or ``"sigma"``
     (``w = 1``, the paper's ``lambda_t = lam * sigma_t`` on the noise residual, i.e. weight
     ``1 / sqrt(SNR)``). Levels go from ``sigma_max`` to ``sigma_min`` (the trailing 0 of the
-    schedule is skipped); the learning rate falls linearly from ``lr`` to ``lr_final`` so the
+    schedule is skipped); Adam's steps are in pixel units, so ``lr`` and ``lr_final`` are in units
+    of the prior's data scale (the denoiser's ``scale`` attribute; 1 when it has none, as for
+    images of unit range) and one setting serves images in 1/mm and normalised ones alike. The
+    learning rate falls linearly from ``lr`` to ``lr_final`` so the
     last iterates settle. Samples differ only through their start and noise: a mode seeker.
     """
 
@@ -299,7 +302,8 @@ class REDDiff(DiffusionSampler):
         mu = self._denoise(start, levels[0]).clone()
         mu.requires_grad_(False)
         param = torch.nn.Parameter(mu)
-        optimiser = torch.optim.Adam([param], lr=self.lr)
+        unit = float(getattr(self.denoiser, "scale", 1.0))
+        optimiser = torch.optim.Adam([param], lr=self.lr * unit)
         total = len(levels)
         for k, sigma in enumerate(levels):
             eps = self._normal(shape, n, batch, generator, y)
@@ -309,6 +313,6 @@ class REDDiff(DiffusionSampler):
             param.grad = misfit + weight * (param.data - x0)
             frac = k / max(total - 1, 1)
             for group in optimiser.param_groups:
-                group["lr"] = self.lr + frac * (self.lr_final - self.lr)
+                group["lr"] = unit * (self.lr + frac * (self.lr_final - self.lr))
             optimiser.step()
         return param.data.detach().clone().reshape(n, batch, *shape)

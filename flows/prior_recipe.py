@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.recipe import RecipeError, apply_overrides, find_recipe
+from flows.recipe import RecipeError, read_recipe_fields
 from tasks.training import check_training_blocks
 
 
@@ -75,18 +74,7 @@ def _problem(err: dict) -> str:
 def load_prior_recipe(name_or_path: str | Path | dict, overrides: list[str] | None = None,
                       output: str | Path | None = None) -> PriorRecipe:
     """Read, override and validate a prior recipe; ``output`` wins over the recipe's when given."""
-    if isinstance(name_or_path, dict):
-        raw, source = dict(name_or_path), "prior recipe"
-    else:
-        path = find_recipe(name_or_path)
-        source = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"{source}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise RecipeError(f"{source}: expected a mapping of recipe fields at the top level")
-    raw = apply_overrides(raw, overrides or [], source)
+    raw, source = read_recipe_fields(name_or_path, overrides, "prior recipe")
     if output is not None:
         raw["output"] = str(output)
     try:

@@ -157,14 +157,12 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
     return data
 
 
-def load_recipe(
-    name_or_path: str | Path | dict,
-    overrides: list[str] | None = None,
-    **fields: Any,
-) -> Recipe:
-    """Read, override and validate a recipe. Keyword fields (input, output, ...) win when not None."""
+def read_recipe_fields(name_or_path: str | Path | dict, overrides: list[str] | None,
+                       label: str) -> tuple[dict[str, Any], str]:
+    """The raw fields of a recipe (a shipped name, a path or a dict) with ``--set`` overrides applied,
+    and where they came from (for error messages); shared by every kind of recipe."""
     if isinstance(name_or_path, dict):
-        raw, source = dict(name_or_path), "recipe"
+        raw, source = dict(name_or_path), label
     else:
         path = find_recipe(name_or_path)
         source = str(path)
@@ -174,7 +172,16 @@ def load_recipe(
             raise RecipeError(f"{source}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"{source}: expected a mapping of recipe fields at the top level")
-    raw = apply_overrides(raw, overrides or [], source)
+    return apply_overrides(raw, overrides or [], source), source
+
+
+def load_recipe(
+    name_or_path: str | Path | dict,
+    overrides: list[str] | None = None,
+    **fields: Any,
+) -> Recipe:
+    """Read, override and validate a recipe. Keyword fields (input, output, ...) win when not None."""
+    raw, source = read_recipe_fields(name_or_path, overrides, "recipe")
     for key, value in fields.items():
         if value is not None:
             raw[key] = str(value) if isinstance(value, Path) else value

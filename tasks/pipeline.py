@@ -43,24 +43,14 @@ def create_store_task(recipe: dict[str, Any], recipe_digest: str, plan: Plan, ov
     return str(create_store(recipe, recipe_digest, plan, overwrite).path)
 
 
-region_task = task(
-    reconstruct_region,
-    name="reconstruct-region",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on_transient,
-)
+def retrying_task(fn, name: str):
+    """A task that retries twice with backoff, on transient errors only."""
+    return task(fn, name=name, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+                retry_condition_fn=retry_on_transient)
 
 
-calibrate_task = task(
-    calibrate,
-    name="calibrate",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on_transient,
-)
+region_task = retrying_task(reconstruct_region, "reconstruct-region")
+calibrate_task = retrying_task(calibrate, "calibrate")
 
 
 def calibration_summary(store: ResultStore) -> dict[str, Any]:

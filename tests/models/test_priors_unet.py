@@ -12,12 +12,7 @@ from models.priors.unet import EDMDenoiser, UNet, UNetConfig
 TINY = UNetConfig(image_size=16, channels=(8, 16), attention_levels=(1,), embedding=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomised(config: UNetConfig, seed: int = 0) -> UNet:

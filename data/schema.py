@@ -45,13 +45,36 @@ def _finite_float(value: Any, source, name: str) -> float:
 
 def check_finite(values: np.ndarray, source, name: str) -> None:
     """Raise NonFiniteValues naming how many and where the first bad value is."""
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = int(values.size - np.count_nonzero(finite))
-        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    check_finite_blocks([(0, values)], source, name)
+
+
+def check_finite_blocks(blocks, source, name: str) -> None:
+    """``check_finite`` over ``(first index along axis 0, block)`` pairs, holding one block at a time."""
+    bad, first = 0, None
+    for start, values in blocks:
+        finite = np.isfinite(values)
+        if finite.all():
+            continue
+        bad += int(values.size - np.count_nonzero(finite))
+        if first is None:
+            where = np.argwhere(~finite)[0]
+            first = (int(where[0]) + start, *(int(i) for i in where[1:]))
+    if bad:
         raise NonFiniteValues(
             source, name, "finite values only", f"{bad} NaN/Inf value(s), first at index {first}"
         )
+
+
+def _is_lazy(array: xr.DataArray) -> bool:
+    return array.chunks is not None
+
+
+def _slice_blocks(sino: xr.DataArray, target_bytes: int = 64 * 2**20):
+    """``(first slice, block)`` over the sinogram, each block about ``target_bytes`` of float32."""
+    per_slice = max(1, sino.sizes["angle"] * sino.sizes["detector"] * 4)
+    step = max(1, target_bytes // per_slice)
+    for first in range(0, sino.sizes["slice"], step):
+        yield first, np.asarray(sino.isel(slice=slice(first, first + step)).values, dtype=np.float32)
 
 
 def _validated_angles(angle, n_views: int, source) -> np.ndarray:
@@ -147,8 +170,13 @@ def validate_ct(ds: xr.Dataset, source=None) -> xr.Dataset:
         raise InvalidMeasurement(source, SINOGRAM, "real numbers (cast to float32)", f"dtype {sino.dtype}")
     if any(n == 0 for n in sino.shape):
         raise ShapeMismatch(source, SINOGRAM, "a non-empty (slice, angle, detector) array", f"shape {sino.shape}")
-    values = np.asarray(sino.values, dtype=np.float32)
-    check_finite(values, source, SINOGRAM)
+    if _is_lazy(sino):
+        # Read once, a block of slices at a time, and keep nothing: the input may not fit in memory.
+        values = sino.data.astype(np.float32)
+        check_finite_blocks(_slice_blocks(sino), source, SINOGRAM)
+    else:
+        values = np.asarray(sino.values, dtype=np.float32)
+        check_finite(values, source, SINOGRAM)
     if "angle" not in ds.coords:
         raise InvalidMeasurement(source, "angle", "a coordinate 'angle' (radians) along the angle dim", "none")
     angles = _validated_angles(ds["angle"].values, sino.sizes["angle"], source)

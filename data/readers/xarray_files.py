@@ -1,4 +1,9 @@
-"""Reader for NetCDF files and zarr stores that already follow the measurement schema."""
+"""Reader for NetCDF files and zarr stores that already follow the measurement schema.
+
+Measurements open lazily, one dask chunk per slice (or the zarr store's own slice chunks): a
+region reads only its own slices, so a run's memory does not grow with the number of slices in
+the input (benchmarks/memory_scaling.py). References stay eager; they are small.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +27,24 @@ def _is_consolidated(store: Path) -> bool:
         return False
 
 
-def open_dataset_file(path, fmt: str) -> xr.Dataset:
-    """Open and load NetCDF (``fmt='netcdf'``) or zarr (``'zarr'``), wrapping decode errors."""
+def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
+    """Open NetCDF (``fmt='netcdf'``) or zarr (``'zarr'``), wrapping decode errors.
+
+    ``lazy``: keep the file open and return dask-backed variables chunked along ``slice``
+    (nothing is read yet); otherwise load everything and close the file.
+    """
     path = require_exists(path)
     try:
         if fmt == "zarr":
+            if lazy:
+                return xr.open_zarr(path, consolidated=_is_consolidated(path), chunks={})
             with xr.open_zarr(path, consolidated=_is_consolidated(path), chunks=None) as ds:
                 return ds.load()
+        if lazy:
+            ds = xr.open_dataset(path, chunks={})
+            if "slice" in ds.dims:
+                ds = ds.chunk({"slice": 1})
+            return ds
         with xr.open_dataset(path) as ds:
             return ds.load()
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
@@ -37,7 +53,7 @@ def open_dataset_file(path, fmt: str) -> xr.Dataset:
 
 def read_xarray(path, fmt: str = "netcdf"):
     """Read a NetCDF file or zarr store holding ``sinogram(slice, angle, detector)`` and validate it."""
-    ds = open_dataset_file(path, fmt)
+    ds = open_dataset_file(path, fmt, lazy=True)
     ds.attrs.setdefault("format", fmt)
     ds.attrs["source"] = str(path)
     return validate_ct(ds, source=path)

@@ -112,3 +112,30 @@ def test_reference_from_numpy_and_netcdf(tmp_path):
     assert read_reference(tmp_path / "ref.nc").attrs["variable"] == "image"
     with pytest.raises(InvalidMeasurement, match="'missing'"):
         read_reference(tmp_path / "ref.nc", variable="missing")
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_netcdf_and_zarr_open_lazily_one_slice_block_at_a_time(tmp_path, suffix):
+    """A region reads its own slices only: nothing is loaded until asked, values equal the file's."""
+    sino = np.random.default_rng(1).random((7, 6, 5)).astype(np.float32)
+    path = tmp_path / f"many{suffix}"
+    ds = _measurement(sino)
+    ds.to_netcdf(path) if suffix == ".nc" else ds.to_zarr(path, zarr_format=3)
+    read = read_measurement(path)
+    assert read.sinogram.chunks is not None, "the sinogram was loaded eagerly"
+    assert read.sinogram.dtype == np.float32
+    np.testing.assert_array_equal(read.sinogram.isel(slice=slice(3, 5)).values, sino[3:5])
+
+
+def test_nonfinite_values_counted_over_all_blocks_with_global_index(tmp_path, monkeypatch):
+    import data.schema as schema
+
+    sino = np.ones((9, 6, 5))
+    sino[4, 2, 1] = np.nan
+    sino[7, 0, 0] = np.inf
+    path = tmp_path / "late.nc"
+    _measurement(sino).to_netcdf(path)
+    blocks = schema._slice_blocks
+    monkeypatch.setattr(schema, "_slice_blocks", lambda s: blocks(s, target_bytes=2 * 6 * 5 * 4))  # 2 slices
+    with pytest.raises(NonFiniteValues, match=r"2 NaN/Inf value\(s\), first at index \(4, 2, 1\)"):
+        read_measurement(path)

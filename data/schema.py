@@ -69,7 +69,7 @@ def _is_lazy(array: xr.DataArray) -> bool:
     return array.chunks is not None
 
 
-def _slice_blocks(sino: xr.DataArray, target_bytes: int = 64 * 2**20):
+def _slice_blocks(sino: xr.DataArray, target_bytes: int = 16 * 2**20):
     """``(first slice, block)`` over the sinogram, each block about ``target_bytes`` of float32."""
     per_slice = max(1, sino.sizes["angle"] * sino.sizes["detector"] * 4)
     step = max(1, target_bytes // per_slice)

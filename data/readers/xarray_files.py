@@ -41,7 +41,9 @@ def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
             with xr.open_zarr(path, consolidated=_is_consolidated(path), chunks=None) as ds:
                 return ds.load()
         if lazy:
-            ds = xr.open_dataset(path, chunks={})
+            # Chunk the backend's lazily indexed arrays: each chunk then reads its own slice. (Opening
+            # with `chunks={}` first would make one chunk of a contiguous variable, read whole.)
+            ds = xr.open_dataset(path)
             if "slice" in ds.dims:
                 ds = ds.chunk({"slice": 1})
             return ds

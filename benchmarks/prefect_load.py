@@ -164,9 +164,7 @@ def main() -> None:
                 "work_units": run_batch(inputs, tmp / "out", one_task_per_region=False),
             }
             if args.peer_regions:
-                per = max(1, args.peer_regions // args.slices) if args.peer_regions >= args.slices else 1
-                peer_slices = min(args.slices, args.peer_regions)
-                peer_inputs = simulate(tmp / "peer-inputs", per, peer_slices)
+                peer_inputs = simulate(tmp / "peer-inputs", 1, args.peer_regions)
                 report["peer_one_task_per_region"] = run_batch(peer_inputs, tmp / "peer-out", one_task_per_region=True)
                 ours, peer = report["work_units"], report["peer_one_task_per_region"]
                 report["regions_per_second_ratio"] = round(ours["regions_per_second"] / peer["regions_per_second"], 2)

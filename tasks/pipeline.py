@@ -25,13 +25,15 @@ PERMANENT = (InvalidMeasurement, ValueError, TypeError, KeyError, FileNotFoundEr
 class RegionFailed(RuntimeError):
     """Region ``index`` of a work unit failed; ``done`` lists the unit's regions recorded before it.
 
-    Carries the original error as ``__cause__``; whether it is worth retrying is the cause's call.
-    Built from ``args`` only, so it survives pickling to and from a Dask worker.
+    ``transient`` says whether the original error (its ``__cause__``) is worth retrying. Built
+    from ``args`` only, so it survives pickling to and from a Dask worker, where ``__cause__``
+    does not.
     """
 
-    def __init__(self, message: str, store_path: str, index: int, done: tuple[int, ...] = ()):
-        super().__init__(message, store_path, index, tuple(done))
-        self.store_path, self.index, self.done = store_path, index, tuple(done)
+    def __init__(self, message: str, store_path: str, index: int, done: tuple[int, ...] = (),
+                 transient: bool = False):
+        super().__init__(message, store_path, index, tuple(done), bool(transient))
+        self.store_path, self.index, self.done, self.transient = store_path, index, tuple(done), bool(transient)
 
     def __str__(self) -> str:
         return self.args[0]
@@ -39,7 +41,7 @@ class RegionFailed(RuntimeError):
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, RegionFailed):
-        return exc.__cause__ is not None and is_transient(exc.__cause__)
+        return exc.transient
     if isinstance(exc, PERMANENT):
         return False
     return isinstance(exc, (TransientError, TimeoutError, ConnectionError, OSError)) or type(exc).__name__ == "OutOfMemoryError"
@@ -111,6 +113,7 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, A
             start, stop = store.regions[index] if 0 <= index < len(store.regions) else (index, index + 1)
             raise RegionFailed(
                 f"region {index} (slices {start}-{stop - 1}) of {store_path} failed: {exc}", store_path, index, done,
+                transient=is_transient(exc),
             ) from exc
         records.append(record)
         done.append(index)

@@ -4,6 +4,7 @@ resume and skip on rerun, input expansion, and work units that fail part-way."""
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import time
 
@@ -194,7 +195,7 @@ def test_a_unit_that_fails_part_way_keeps_the_regions_before_it(inputs, tmp_path
         one_unit()
     assert failure.value.index == 2 and failure.value.done == (0, 1)
     assert ResultStore.open(tmp_path / "a.zarr").done_regions() == {0, 1}
-    assert not is_transient(failure.value)
-    wrapped = RegionFailed("region 0 failed", "s", 0)
-    wrapped.__cause__ = OSError("disk hiccup")
-    assert is_transient(wrapped)
+    assert not is_transient(failure.value)  # a ValueError is not retried
+    # What a Dask worker sends back: the region, the regions before it and retryability survive pickling.
+    back = pickle.loads(pickle.dumps(RegionFailed("region 4 failed: disk hiccup", "s.zarr", 4, (2, 3), transient=True)))
+    assert (str(back), back.index, back.done, is_transient(back)) == ("region 4 failed: disk hiccup", 4, (2, 3), True)

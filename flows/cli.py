@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from flows import cli_batch
+
 
 def _quiet_prefect_defaults() -> None:
     """No network from Prefect on a laptop or CI; set before Prefect is imported."""
@@ -30,6 +32,7 @@ EXAMPLES = {
     "check": "inversa check ct-tv --input study.nc --set method.params.max_iter=300",
     "show": "inversa show ta-60.zarr --json   |   inversa show ta-60.zarr --png ta-60.png",
     "train-prior": "inversa train-prior prior-htc-discs --output priors/htc-discs-64 --steps 500",
+    "batch": cli_batch.EXAMPLE,
 }
 
 
@@ -78,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="set a recipe field by dotted path, e.g. training.steps=2000")
     train.add_argument("--steps", type=int, metavar="N",
                        help="stop once N steps are complete (checkpointed; rerun to continue)")
+
+    cli_batch.add_arguments(add("batch", "Run one recipe over many inputs, one store per dataset; reruns skip finished ones."))
 
     show = add("show", "Summarise a result store: variables, metrics, provenance.")
     show.add_argument("store")
@@ -274,7 +279,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show, "train-prior": cmd_train_prior}
+COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show, "train-prior": cmd_train_prior,
+            "batch": cli_batch.run}
 
 
 def main(argv: list[str] | None = None) -> int:

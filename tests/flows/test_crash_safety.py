@@ -10,7 +10,9 @@ children talk to the session's Prefect test server instead of each starting its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -25,6 +27,7 @@ import zarr
 
 from data.store import ResultStore
 from data.store_lock import StoreLocked, store_holder
+from flows.cli import main
 from flows.recipe import load_recipe
 from flows.reconstruct import reconstruct
 from tests.flows.helpers import tiny_study
@@ -110,15 +113,18 @@ def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def uninterrupted(study, child_env, tmp_path_factory):
-    """One run that is paused (not killed) after a region while a second run and a second flow
-    try the same store, then finishes: the store every crashed run must end up equal to."""
+    """One run that is paused (not killed) after a region while a second `inversa run` and a
+    second flow (as if it had got past the command line's check) try the same store, then finishes: the store every crashed run must end up equal to."""
     work = tmp_path_factory.mktemp("uninterrupted")
     output = work / "whole.zarr"
     argv = _argv(study, output)
     first = Child("pause-after-regions-1", argv, child_env, work)
     try:
         first.wait_for_point()
-        second = _run(argv, child_env)
+        second_err = io.StringIO()
+        with contextlib.redirect_stderr(second_err):
+            second_status = main(argv)  # the command line, in this process: it must refuse before Prefect
+        second = (second_status, second_err.getvalue())
         try:
             reconstruct(_recipe(study, output))
             flow_error = None
@@ -139,10 +145,11 @@ def _recipe(study, output: Path) -> dict:
 
 
 def test_second_run_on_a_busy_store_is_refused_and_the_first_finishes(uninterrupted):
-    second = uninterrupted["second"]
-    assert second.returncode in (1, 2), second.stderr
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+    status, stderr = uninterrupted["second"]
+    assert status in (1, 2), stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("inversa run: error: ")
     assert REFUSAL in lines[0] and str(uninterrupted["store"]) in lines[0]
     assert f"pid {uninterrupted['pid']}" in lines[0] and "crash_launcher" in lines[0]
     # A run that got past the command line's early check is refused by the flow itself.
@@ -216,3 +223,21 @@ def _assert_same_values(a: Path, b: Path) -> None:
         assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
         if x.dtype.kind == "f" and name not in ("x", "y"):
             assert np.isfinite(x).any(), name  # something was written, not just fill values
+
+
+def test_flow_leaves_inputs_untouched_and_frees_the_lock_after_success_and_failure(study, tmp_path):
+    inputs = _fingerprints(study)
+    measurement, truth = study
+    output = tmp_path / "fbp.zarr"
+    recipe = load_recipe("ct-fbp", ["region_size=2"], input=str(measurement), reference=str(truth),
+                         output=str(output)).model_dump()
+    assert reconstruct(recipe)["regions_done"] == 2
+    assert _fingerprints(study) == inputs
+    assert store_holder(output) is None
+
+    occupied = tmp_path / "occupied.zarr"
+    occupied.write_text("not a store")  # the flow fails when it comes to create the store
+    with pytest.raises(Exception, match="not an inversa result store"):
+        reconstruct(dict(recipe, output=str(occupied)))
+    assert store_holder(occupied) is None and occupied.read_text() == "not a store"
+    assert _fingerprints(study) == inputs

@@ -133,7 +133,9 @@ def store_holder(store_path: str | os.PathLike) -> dict[str, Any] | None:
     """Who holds the store's lock right now (host, pid, since, command), or None if nobody.
 
     Cheap and side-effect free: it creates no file or directory. For an early refusal, e.g.
-    before an orchestrator starts; the run itself must still ``acquire``.
+    before an orchestrator starts; the run itself must still ``acquire``. The probe is a shared
+    lock held for microseconds: a run that tries to acquire in that instant is refused (and is
+    told the holder may be starting), never let in twice.
     """
     lock_path = lock_path_for(store_path)
     try:

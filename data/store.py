@@ -255,6 +255,7 @@ class ResultStore:
                     f"decide whether {path} may be resumed), got {provenance.get(key)!r}"
                 )
 
+        _restore_interrupted_swap(path)
         # Two attempts: a concurrent creator may win the rename between our check and ours.
         for _ in range(2):
             if os.path.lexists(path):
@@ -698,7 +699,10 @@ def _swap_into_place(staged: Path, path: Path) -> None:
     """Replace the store at ``path`` with ``staged``; restore the old one if the swap fails.
 
     Two renames, not one: POSIX cannot rename a directory onto a non-empty one. Between them
-    ``path`` is briefly absent and the old store sits at ``.<name>.inversa-old-*``.
+    ``path`` is briefly absent and the old store sits, whole, at ``.<name>.inversa-old-*``; a
+    process killed right there leaves it so, and the next ``create`` moves it back
+    (``_restore_interrupted_swap``). Once the new store is in place the old one's marker goes
+    first, so a deletion cut short never leaves a half-deleted directory that looks like a store.
     """
     retired = _sibling(path, "old")
     try:
@@ -709,10 +713,45 @@ def _swap_into_place(staged: Path, path: Path) -> None:
     try:
         os.rename(staged, path)
     except BaseException:
-        os.rename(retired, path)
+        if os.path.lexists(retired):  # else another creator has already moved it back
+            os.rename(retired, path)
         shutil.rmtree(staged, ignore_errors=True)
         raise
+    (retired / META_DIR / MARKER_FILE).unlink(missing_ok=True)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _restore_interrupted_swap(path: Path) -> None:
+    """Put back a store that a killed ``--overwrite`` left at ``.<name>.inversa-old-*``.
+
+    Rolling back, not forward: the user's old results come back exactly as they were, and the
+    caller then decides as for any existing store (resume it, refuse, or, asked to overwrite,
+    swap again). A run holding the store lock (``data.store_lock``) is the only creator, so the
+    retired directory found here is not another process's swap in progress.
+    """
+    if os.path.lexists(path) or not path.parent.is_dir():
+        return
+    prefix = f".{path.name}.inversa-old-"
+    retired = sorted(
+        path.parent / name
+        for name in os.listdir(path.parent)
+        if name.startswith(prefix) and (path.parent / name / META_DIR / MARKER_FILE).is_file()
+    )
+    if not retired:
+        return
+    if len(retired) > 1:
+        raise StoreError(
+            f"{path}: missing, and {len(retired)} stores that interrupted overwrites moved aside sit next to "
+            f"it ({', '.join(p.name for p in retired)}); rename the one to keep to {path.name} and delete the others"
+        )
+    try:
+        os.rename(retired[0], path)
+    except OSError:
+        if not os.path.lexists(path):
+            raise
+        return  # a concurrent creator put a store there first; create judges that one
+    warnings.warn(f"{path}: restored the store that an interrupted overwrite had moved to {retired[0].name}",
+                  stacklevel=3)
 
 
 def _sibling(path: Path, role: str) -> Path:

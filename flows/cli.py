@@ -148,6 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
     if not recipe.output:
         raise ValueError(f"recipe {recipe.name!r}: no output store; give one with --output STORE")
+    from data.store_lock import check_unlocked
+
+    check_unlocked(recipe.output)  # another run writes this store: refuse before Prefect starts
     from tasks.plan import check_output, make_plan
 
     make_plan(recipe.model_dump())  # fail on a bad input before Prefect starts

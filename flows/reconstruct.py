@@ -8,6 +8,8 @@ done, and ends with the same store as an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable
 
 from prefect import flow, get_run_logger
@@ -15,6 +17,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from data.store import ResultStore
+from data.store_lock import StoreLock
 from flows.recipe import load_recipe
 from flows.scheduling import StoreJob, reconstruct_stores
 from tasks.measurement import uses_gpu
@@ -36,6 +39,23 @@ def _run_name() -> str:
     return f"{recipe.get('name', 'recipe')} | {dataset_name(recipe.get('input'))}"
 
 
+def holding_store_lock(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Hold the output store's lock for the whole run, from before the store is created to after
+    the report: a second run on the same store is refused before it touches anything, and the
+    operating system frees the lock if this run dies."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        output = dict(signature.bind(*args, **kwargs).arguments["recipe"] or {}).get("output")
+        if not output:
+            return fn(*args, **kwargs)  # the flow refuses a missing output with its own message
+        with StoreLock(output):
+            return fn(*args, **kwargs)
+
+    return locked
+
+
 @flow(
     name="reconstruct",
     flow_run_name=_run_name,
@@ -43,6 +63,7 @@ def _run_name() -> str:
     log_prints=True,
     validate_parameters=False,
 )
+@holding_store_lock
 def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct every slice of `recipe["input"]` into the store `recipe["output"]`."""
     logger = get_run_logger()

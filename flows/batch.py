@@ -31,6 +31,7 @@ import math
 import os
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from data.store import ResultStore, StoreError
+from data.store_lock import StoreLock, StoreLocked
 from flows.batch_inputs import BatchInput, expand_inputs
 from flows.recipe import load_recipe
 from flows.scheduling import StoreJob, reconstruct_stores
@@ -108,15 +110,22 @@ def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: boo
     logger.info("batch %s: %d dataset(s), %d already complete, %d to prepare", base.name, len(rows), skipped,
                 len(specs))
 
-    jobs = _prepare(specs, rows, overwrite)
-    jobs = _calibrate(jobs, rows)
-    if jobs:
-        outcomes = reconstruct_stores(jobs, f"batch-{base.name}", f"Regions of {len(jobs)} dataset(s) reconstructed",
-                                      hook=progress_hook)
-        for job in jobs:
-            if not outcomes[job.dataset].ok:
-                _fail(rows[job.dataset], outcomes[job.dataset].message(job))
-        _report(base.name, [job for job in jobs if outcomes[job.dataset].ok], rows)
+    with ExitStack() as locks:  # each store held from before it is created to after its report
+        for dataset in list(specs):
+            try:
+                locks.enter_context(StoreLock(rows[dataset]["store"]))
+            except StoreLocked as exc:  # another run (or batch) is writing it: fail this one only
+                _fail(rows[dataset], exc)
+                del specs[dataset]
+        jobs = _prepare(specs, rows, overwrite)
+        jobs = _calibrate(jobs, rows)
+        if jobs:
+            outcomes = reconstruct_stores(jobs, f"batch-{base.name}",
+                                          f"Regions of {len(jobs)} dataset(s) reconstructed", hook=progress_hook)
+            for job in jobs:
+                if not outcomes[job.dataset].ok:
+                    _fail(rows[job.dataset], outcomes[job.dataset].message(job))
+            _report(base.name, [job for job in jobs if outcomes[job.dataset].ok], rows)
 
     result = {
         "recipe": base.name,

@@ -199,3 +199,18 @@ def test_a_unit_that_fails_part_way_keeps_the_regions_before_it(inputs, tmp_path
     # What a Dask worker sends back: the region, the regions before it and retryability survive pickling.
     back = pickle.loads(pickle.dumps(RegionFailed("region 4 failed: disk hiccup", "s.zarr", 4, (2, 3), transient=True)))
     assert (str(back), back.index, back.done, is_transient(back)) == ("region 4 failed: disk hiccup", 4, (2, 3), True)
+
+
+def test_a_store_another_run_is_writing_fails_alone(inputs, recipe, tmp_path):
+    from data.store_lock import StoreLock
+
+    output = tmp_path / "out"
+    with StoreLock(output / "beta.zarr"):  # stands for an `inversa run` writing beta's store
+        with pytest.raises(DatasetsFailed, match=r"dataset\(s\) failed \(beta, broken;"):
+            batch(recipe, [str(inputs)], str(output))
+    rows = {r["dataset"]: r for r in _summary(output)["datasets"]}
+    assert rows["beta"]["status"] == "failed" and "another run is writing" in rows["beta"]["reason"]
+    assert not (output / "beta.zarr").exists()
+    assert rows["alpha"]["status"] == rows["gamma"]["status"] == "done"
+    result = batch(recipe, [str(inputs / "beta.nc")], str(output))  # the lock is free again
+    assert result["datasets"][0]["status"] == "done"

@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from flows import cli_serve, cli_server
+from flows import cli_batch, cli_serve, cli_server
 
 
 def _quiet_prefect_defaults() -> None:
@@ -32,6 +32,7 @@ EXAMPLES = {
     "check": "inversa check ct-tv --input study.nc --set method.params.max_iter=300",
     "show": "inversa show ta-60.zarr --json   |   inversa show ta-60.zarr --png ta-60.png",
     "train-prior": "inversa train-prior prior-htc-discs --output priors/htc-discs-64 --steps 500",
+    "batch": cli_batch.EXAMPLE,
     "server": "inversa server start   |   inversa server status   |   inversa server stop",
     "serve": "inversa serve ct-fbp --cron '0 2 * * *' --inputs /data/scans --output /data/recon",
 }
@@ -82,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="set a recipe field by dotted path, e.g. training.steps=2000")
     train.add_argument("--steps", type=int, metavar="N",
                        help="stop once N steps are complete (checkpointed; rerun to continue)")
+
+    cli_batch.add_arguments(add("batch", "Run one recipe over many inputs, one store per dataset; reruns skip finished ones."))
 
     show = add("show", "Summarise a result store: variables, metrics, provenance.")
     show.add_argument("store")
@@ -282,7 +285,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show, "train-prior": cmd_train_prior,
-            "server": cli_server.run, "serve": cli_serve.run}
+            "batch": cli_batch.run, "server": cli_server.run, "serve": cli_serve.run}
 
 
 def main(argv: list[str] | None = None) -> int:

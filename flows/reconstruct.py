@@ -11,16 +11,15 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from data.store import ResultStore
 from flows.recipe import load_recipe
+from flows.scheduling import StoreJob, reconstruct_stores
 from tasks.measurement import uses_gpu
-from tasks.pipeline import calibrate_task, create_store_task, plan_task, region_task, report_task
+from tasks.pipeline import calibrate_task, create_store_task, plan_task, report_task
 from tasks.plan import dataset_name
-from tasks.report import ProgressArtifact
 
 
 # Set by the command line to draw a terminal progress bar: called with (done, total).
@@ -47,7 +46,6 @@ def _run_name() -> str:
 def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct every slice of `recipe["input"]` into the store `recipe["output"]`."""
     logger = get_run_logger()
-    progress = progress_hook
     parsed = load_recipe(dict(recipe))
     if not parsed.output:
         raise ValueError(f"recipe {parsed.name!r}: no output store; give one with --output STORE")
@@ -65,9 +63,6 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
         dataset, plan.n_slices, total, total - len(pending), plan.method, store_path,
     )
     key = f"{parsed.name}-{dataset}"
-    bar = ProgressArtifact(key, total, total - len(pending), description=f"Regions of {dataset} reconstructed")
-    if progress:
-        progress(total - len(pending), total)
 
     # GPU work carries the `gpu` tag, so a tag concurrency limit can give each GPU one task at a time.
     tags = {"gpu"} if uses_gpu(spec) else set()
@@ -78,31 +73,10 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
             dataset, record["scale"], record["pairs"], record["coverage_before"], record["coverage_after"],
         )
 
-    futures = {}
-    for index in pending:
-        start, stop = store.regions[index]
-        name = f"{dataset} slices {start}-{stop - 1}" if stop - start > 1 else f"{dataset} slice {start}"
-        futures[region_task.with_options(task_run_name=name, tags=tags).submit(store_path, index, spec)] = index
-
-    failures = []
-    for future in as_completed(list(futures)):
-        index = futures[future]
-        try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 - collect, report them all, then fail
-            failures.append((index, exc))
-            logger.error("region %d of %s failed: %s", index, dataset, exc)
-            continue
-        bar.advance(description=f"{bar.done + 1}/{total} regions of {dataset}")
-        if progress:
-            progress(bar.done, total)
-    bar.close()
-    if failures:
-        first = failures[0][1]
-        raise RegionsFailed(
-            f"{len(failures)} of {total} regions of {dataset} failed (first: region {failures[0][0]}: {first}); "
-            f"the other regions are stored in {store_path}, rerun to resume"
-        ) from first
+    job = StoreJob(dataset, store_path, spec, pending, store.regions, frozenset(tags))
+    outcome = reconstruct_stores([job], key, f"Regions of {dataset} reconstructed", hook=progress_hook)[dataset]
+    if not outcome.ok:
+        raise RegionsFailed(outcome.message(job)) from outcome.failures[0].error
 
     summary = report_task.with_options(task_run_name=f"report {dataset}")(
         store_path, title=f"{parsed.name} on {dataset}", key=key

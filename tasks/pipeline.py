@@ -6,9 +6,10 @@ message, because retrying it would only repeat the same error three times, slowe
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data.errors import InvalidMeasurement
@@ -21,7 +22,24 @@ from tasks.report import publish_report, summarize
 PERMANENT = (InvalidMeasurement, ValueError, TypeError, KeyError, FileNotFoundError, NotImplementedError)
 
 
+class RegionFailed(RuntimeError):
+    """Region ``index`` of a work unit failed; ``done`` lists the unit's regions recorded before it.
+
+    Carries the original error as ``__cause__``; whether it is worth retrying is the cause's call.
+    Built from ``args`` only, so it survives pickling to and from a Dask worker.
+    """
+
+    def __init__(self, message: str, store_path: str, index: int, done: tuple[int, ...] = ()):
+        super().__init__(message, store_path, index, tuple(done))
+        self.store_path, self.index, self.done = store_path, index, tuple(done)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, RegionFailed):
+        return exc.__cause__ is not None and is_transient(exc.__cause__)
     if isinstance(exc, PERMANENT):
         return False
     return isinstance(exc, (TransientError, TimeoutError, ConnectionError, OSError)) or type(exc).__name__ == "OutOfMemoryError"
@@ -43,6 +61,24 @@ def create_store_task(recipe: dict[str, Any], recipe_digest: str, plan: Plan, ov
     return str(create_store(recipe, recipe_digest, plan, overwrite).path)
 
 
+@task(name="prepare-store", cache_policy=NO_CACHE)
+def prepare_store_task(recipe: dict[str, Any], recipe_digest: str, overwrite: bool) -> dict[str, Any]:
+    """Validate one input, plan it and create (or reopen) its store: the batch's per-dataset check.
+
+    Run once per dataset, so an unreadable or invalid input fails only its own task, before any
+    region of any dataset is computed.
+    """
+    plan = make_plan(recipe)
+    store = create_store(recipe, recipe_digest, plan, overwrite)
+    return {
+        "store": str(store.path),
+        "pending": store.pending_regions(),
+        "total": len(store.regions),
+        "method": plan.method,
+        "n_slices": plan.n_slices,
+    }
+
+
 def retrying_task(fn, name: str):
     """A task that retries twice with backoff, on transient errors only."""
     return task(fn, name=name, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
@@ -50,6 +86,46 @@ def retrying_task(fn, name: str):
 
 
 region_task = retrying_task(reconstruct_region, "reconstruct-region")
+
+
+def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, Any]) -> dict[str, Any]:
+    """Reconstruct several regions of one store in order: one work unit (tasks/work_units.py).
+
+    Each region is written and recorded before the next starts, so a crash loses at most the
+    region in flight. Regions already recorded are skipped, which is what makes a retry of the
+    unit (after a transient error) resume rather than redo. The first failing region stops the
+    unit with ``RegionFailed``, naming it and the regions recorded before it.
+    """
+    logger = get_run_logger()
+    store = ResultStore.open(store_path)
+    done_before = store.done_regions()
+    records, done = [], []
+    started = time.perf_counter()
+    for position, index in enumerate(indices, 1):
+        if index in done_before:
+            done.append(index)
+            continue
+        try:
+            record = reconstruct_region(store_path, index, recipe)
+        except Exception as exc:
+            start, stop = store.regions[index] if 0 <= index < len(store.regions) else (index, index + 1)
+            raise RegionFailed(
+                f"region {index} (slices {start}-{stop - 1}) of {store_path} failed: {exc}", store_path, index, done,
+            ) from exc
+        records.append(record)
+        done.append(index)
+        logger.info("region %d (slices %d-%d) done in %.3f s; %d/%d of this unit",
+                    index, record["start"], record["stop"] - 1, record["seconds"], position, len(indices))
+    return {
+        "store": store_path,
+        "regions": list(indices),
+        "reconstructed": [r["index"] for r in records],
+        "already_done": sorted(set(indices) & done_before),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+reconstruct_regions_task = retrying_task(reconstruct_regions, "reconstruct-regions")
 calibrate_task = retrying_task(calibrate, "calibrate")
 
 

@@ -1,0 +1,277 @@
+"""The `batch` flow: one recipe over many inputs, one store per dataset at `OUTPUT/<dataset>.zarr`.
+
+Why a store per dataset and not one store with a `dataset` dimension: each store stays what a
+single `inversa run` would make (same layout, same values, same provenance and digests), so it
+is resumable, lockable and deletable on its own, a new file in a watched directory adds a store
+instead of reshaping a shared one, and datasets of different sizes need no padding.
+
+Phases, each isolating a failed dataset from the others:
+
+1. Expand INPUTS (flows/batch_inputs.py) and skip, without planning, every dataset whose store
+   is complete for the same recipe digest and input digest: a rerun over a watched directory
+   costs one file digest per finished dataset and no task run.
+2. Prepare: one task per remaining dataset reads, validates and plans its input and creates (or
+   reopens) its store, so an unreadable or invalid file fails only its own dataset, before any
+   heavy work; calibration, where the recipe asks for it, follows per dataset.
+3. Regions of all datasets are scheduled together in coarse work units, interleaved across
+   datasets (flows/scheduling.py), with one progress artifact for the batch.
+4. A report per finished dataset (its metrics, preview and store link, as `inversa run` leaves),
+   then the batch table artifact (`batch-<recipe>`) and `OUTPUT/batch-summary.json`.
+
+Statuses: `done` (reconstructed now), `resumed` (a partial store was completed), `skipped` (already
+complete), `failed` (with a one-line reason). The flow raises `DatasetsFailed` after writing the
+table and summary when any dataset failed, so the run shows as failed in the UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from data.store import ResultStore, StoreError
+from flows.batch_inputs import BatchInput, expand_inputs
+from flows.recipe import load_recipe
+from flows.scheduling import StoreJob, reconstruct_stores
+from tasks.measurement import input_digest, uses_gpu
+from tasks.pipeline import calibrate_task, prepare_store_task, report_task
+from tasks.report import artifact_key
+
+SUMMARY_FILE = "batch-summary.json"
+METRIC_COLUMNS = ("psnr", "ssim", "mcc", "coverage")
+
+# Set by the command line to draw a terminal progress bar: called with (done, total) regions.
+progress_hook: Callable[[int, int], None] | None = None
+
+
+class DatasetsFailed(RuntimeError):
+    """Some datasets of a batch failed; the others are stored, and a rerun retries only these."""
+
+
+def _run_name() -> str:
+    params = flow_run.parameters or {}
+    recipe = params.get("recipe") or {}
+    inputs = params.get("inputs") or []
+    return f"{recipe.get('name', 'recipe')} | batch of {len(inputs)} input(s)"
+
+
+@flow(
+    name="batch",
+    flow_run_name=_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+    log_prints=True,
+    validate_parameters=False,
+)
+def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: bool = False) -> dict[str, Any]:
+    """Reconstruct every dataset named by `inputs` with `recipe` into `output/<dataset>.zarr`."""
+    started = time.perf_counter()
+    logger = get_run_logger()
+    base = load_recipe(dict(recipe))
+    if not inputs:
+        raise ValueError(f"batch {base.name!r}: no inputs given; expected files, directories or globs")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    datasets = expand_inputs([str(i) for i in inputs])
+    if not datasets:
+        raise ValueError(f"batch {base.name!r}: {inputs} name no measurement files")
+
+    rows: dict[str, dict[str, Any]] = {}
+    specs: dict[str, tuple[dict[str, Any], str]] = {}
+    for item in datasets:
+        rows[item.dataset] = {"dataset": item.dataset, "input": item.path, "reference": item.reference,
+                              "store": str(out / f"{item.dataset}.zarr"), "status": None, "reason": None,
+                              "metrics": {}, "seconds": None}
+        if item.problem:
+            _fail(rows[item.dataset], item.problem)
+            continue
+        try:
+            spec, digest = _dataset_recipe(base.model_dump(), item, rows[item.dataset]["store"])
+        except Exception as exc:  # noqa: BLE001 - a bad input fails its own dataset only
+            _fail(rows[item.dataset], exc)
+            continue
+        complete = completed_store_summary(spec, digest)
+        if complete is not None:
+            rows[item.dataset].update(status="skipped", metrics=complete, seconds=complete.get("seconds"))
+        else:
+            specs[item.dataset] = (spec, digest)
+    skipped = sum(row["status"] == "skipped" for row in rows.values())
+    logger.info("batch %s: %d dataset(s), %d already complete, %d to prepare", base.name, len(rows), skipped,
+                len(specs))
+
+    jobs = _prepare(specs, rows, overwrite)
+    jobs = _calibrate(jobs, rows)
+    if jobs:
+        outcomes = reconstruct_stores(jobs, f"batch-{base.name}", f"Regions of {len(jobs)} dataset(s) reconstructed",
+                                      hook=progress_hook)
+        for job in jobs:
+            if not outcomes[job.dataset].ok:
+                _fail(rows[job.dataset], outcomes[job.dataset].message(job))
+        _report(base.name, [job for job in jobs if outcomes[job.dataset].ok], rows)
+
+    result = {
+        "recipe": base.name,
+        "recipe_digest": base.digest(),
+        "output": str(out.resolve()),
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "counts": {s: sum(r["status"] == s for r in rows.values()) for s in ("done", "resumed", "skipped", "failed")},
+        "datasets": list(rows.values()),
+    }
+    _write_json(out / SUMMARY_FILE, result)
+    create_table_artifact(
+        table=batch_table(result["datasets"]),
+        key=artifact_key("batch", base.name),
+        description=(f"Batch {base.name} over {len(rows)} dataset(s) in {result['wall_seconds']:.1f} s: "
+                     + ", ".join(f"{n} {s}" for s, n in result["counts"].items() if n) + f"; summary {out / SUMMARY_FILE}"),
+    )
+    failed = [r for r in rows.values() if r["status"] == "failed"]
+    if failed:
+        raise DatasetsFailed(
+            f"{len(failed)} of {len(rows)} dataset(s) failed ({', '.join(r['dataset'] for r in failed)}; first: "
+            f"{failed[0]['reason']}); the others are in {out}; details in {out / SUMMARY_FILE}"
+        )
+    return result
+
+
+def _dataset_recipe(base: dict[str, Any], item: BatchInput, store: str) -> tuple[dict[str, Any], str]:
+    """The recipe of one dataset: the batch recipe with this input, store and paired reference."""
+    fields = {**base, "input": item.path, "output": store, "reference": item.reference}
+    if not item.reference:
+        fields["reference_variable"] = None
+    parsed = load_recipe(fields)
+    return parsed.model_dump(), parsed.digest()
+
+
+def completed_store_summary(spec: dict[str, Any], digest: str) -> dict[str, Any] | None:
+    """The summary of the dataset's store if it is complete for this recipe and input, else None.
+
+    Cheap on purpose (one file digest, a few small JSON reads): it is what makes a rerun over a
+    watched directory touch only new inputs. Anything unexpected means "not complete": the
+    prepare task then reports it properly.
+    """
+    try:
+        store = ResultStore.open(spec["output"])
+    except StoreError:
+        return None
+    try:
+        same = (store.provenance.get("recipe_digest") == digest
+                and store.provenance.get("input_digest") == input_digest(spec["input"]))
+    except Exception:  # noqa: BLE001 - an unreadable input is the prepare task's to report
+        return None
+    if not same or store.pending_regions() or not store.summary:
+        return None
+    return store.summary
+
+
+def _prepare(specs: dict[str, tuple[dict[str, Any], str]], rows: dict[str, dict[str, Any]],
+             overwrite: bool) -> list[StoreJob]:
+    """Validate, plan and open the store of every dataset concurrently; failures stay in their row."""
+    futures = {
+        dataset: prepare_store_task.with_options(task_run_name=f"prepare {dataset}").submit(spec, digest, overwrite)
+        for dataset, (spec, digest) in specs.items()
+    }
+    jobs = []
+    for dataset, future in futures.items():
+        try:
+            prepared = future.result()
+        except Exception as exc:  # noqa: BLE001 - isolate the dataset
+            _fail(rows[dataset], exc)
+            continue
+        spec = specs[dataset][0]
+        total, pending = prepared["total"], list(prepared["pending"])
+        rows[dataset]["status"] = "resumed" if len(pending) < total else "done"
+        regions = ResultStore.open(prepared["store"]).regions
+        tags = frozenset({"gpu"}) if uses_gpu(spec) else frozenset()
+        jobs.append(StoreJob(dataset, prepared["store"], spec, pending, regions, tags))
+    return jobs
+
+
+def _calibrate(jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) -> list[StoreJob]:
+    """Calibrate the datasets whose recipe asks for it (before their regions); drop failures."""
+    futures = {
+        job.dataset: calibrate_task.with_options(task_run_name=f"calibrate {job.dataset}", tags=set(job.tags))
+        .submit(job.store_path, job.recipe)
+        for job in jobs if job.recipe.get("calibration") and job.pending
+    }
+    failed = set()
+    for dataset, future in futures.items():
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - isolate the dataset
+            _fail(rows[dataset], exc)
+            failed.add(dataset)
+    return [job for job in jobs if job.dataset not in failed]
+
+
+def _report(name: str, jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) -> None:
+    """Each finished dataset's own metrics, preview and store link, as a single run leaves them."""
+    futures = {
+        job.dataset: report_task.with_options(task_run_name=f"report {job.dataset}")
+        .submit(job.store_path, title=f"{name} on {job.dataset}", key=f"{name}-{job.dataset}")
+        for job in jobs
+    }
+    for dataset, future in futures.items():
+        try:
+            summary = future.result()
+        except Exception as exc:  # noqa: BLE001 - isolate the dataset
+            _fail(rows[dataset], exc)
+            continue
+        rows[dataset].update(metrics=summary, seconds=summary.get("seconds"))
+
+
+def _fail(row: dict[str, Any], error: BaseException | str) -> None:
+    text = str(error) if isinstance(error, str) else (str(error) or type(error).__name__)
+    row.update(status="failed", reason=" ".join(text.split()))
+
+
+def batch_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per dataset for the table artifact and the terminal: status, metrics, time, store."""
+    metrics = [m for m in METRIC_COLUMNS if any(_finite(r["metrics"].get(m)) for r in rows)]
+    table = []
+    for row in rows:
+        line = {"dataset": row["dataset"], "status": row["status"]}
+        for name in metrics:
+            value = row["metrics"].get(name)
+            line[name] = f"{value:.4g}" if _finite(value) else ""
+        seconds = row.get("seconds")
+        line["compute_s"] = f"{seconds:.2f}" if _finite(seconds) else ""
+        line["store"] = row["store"] if row["status"] != "failed" or Path(row["store"]).exists() else ""
+        line["reason"] = row["reason"] or ""
+        table.append(line)
+    return table
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _strict(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON that every reader accepts."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(_strict(obj), indent=1, default=str, allow_nan=False))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

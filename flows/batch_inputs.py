@@ -1,0 +1,129 @@
+"""What `inversa batch` INPUTS mean: files, directories and globs, turned into named datasets.
+
+- A file (or a zarr directory) is one dataset.
+- A directory is every measurement inside it, not recursive: files ending in one of
+  `MEASUREMENT_SUFFIXES` and zarr directories, except hidden ones and inversa result stores
+  (so `--output` may sit inside a watched directory). The readers themselves decide the format
+  from the content; the suffix only decides what a directory listing picks up.
+- A pattern with `*`, `?` or `[` is expanded here (`**` recurses), so it works quoted or not and
+  on every shell; a pattern that matches nothing is reported as a failed input.
+
+References pair by name, the convention of `data.synthetic.write_study`: `<stem>_truth<suffix>`
+next to `<stem><suffix>` is that dataset's reference (for metrics) and not a dataset itself.
+Each dataset is named after its file without the suffix; names that collide get the suffix
+(`scan-nc`, `scan-h5`), then a counter.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.readers.sniff import is_zarr_directory
+from data.store import META_DIR, MARKER_FILE
+from tasks.plan import dataset_name
+
+MEASUREMENT_SUFFIXES = (".nc", ".h5", ".hdf5", ".mat", ".npy", ".npz", ".zarr")
+REFERENCE_TAG = "_truth"
+GLOB_CHARACTERS = set("*?[")
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One dataset of a batch; `problem` says why it cannot run (then `path` is what was given)."""
+
+    dataset: str
+    path: str
+    reference: str | None = None
+    problem: str | None = None
+
+
+def expand_inputs(inputs: list[str]) -> list[BatchInput]:
+    """The datasets named by `inputs`, in the order given (directories and globs sorted)."""
+    found: list[Path] = []
+    problems: list[BatchInput] = []
+    for given in inputs:
+        text = str(given)
+        if GLOB_CHARACTERS & set(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            matches = [m for m in matches if _is_measurement(m)]
+            if not matches:
+                problems.append(BatchInput(_name_of(text), text, problem=f"{text}: no measurement file matches"))
+            found.extend(matches)
+        elif Path(text).is_dir() and not is_zarr_directory(Path(text)):
+            members = sorted(p for p in Path(text).iterdir() if _is_measurement(p))
+            if not members:
+                problems.append(BatchInput(_name_of(text), text, problem=(
+                    f"{text}: no measurement files in this directory (expected names ending in "
+                    f"{', '.join(MEASUREMENT_SUFFIXES)})")))
+            found.extend(members)
+        elif not Path(text).exists():
+            problems.append(BatchInput(_name_of(text), text, problem=f"{text}: no such file or directory"))
+        else:
+            found.append(Path(text))
+
+    seen: set[Path] = set()
+    unique = []
+    for path in found:  # the same file through two inputs is one dataset
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    measurements = [p for p in unique if not _is_paired_reference(p)]
+    names = _unique_names(measurements)
+    datasets = [
+        BatchInput(name, str(path), reference=_reference_of(path)) for name, path in zip(names, measurements)
+    ]
+    taken = {d.dataset for d in datasets}
+    for problem in problems:  # a failed input still needs a name of its own in the table
+        name, n = problem.dataset, 2
+        while name in taken:
+            name, n = f"{problem.dataset}-{n}", n + 1
+        taken.add(name)
+        datasets.append(BatchInput(name, problem.path, problem=problem.problem))
+    return datasets
+
+
+def _is_measurement(path: Path) -> bool:
+    if path.name.startswith("."):
+        return False
+    if path.is_dir():
+        return is_zarr_directory(path) and not (path / META_DIR / MARKER_FILE).exists()
+    return path.is_file() and path.suffix.lower() in MEASUREMENT_SUFFIXES
+
+
+def _reference_of(path: Path) -> str | None:
+    partner = path.with_name(f"{_stem(path)}{REFERENCE_TAG}{path.suffix}")
+    return str(partner) if partner != path and partner.exists() else None
+
+
+def _is_paired_reference(path: Path) -> bool:
+    stem = _stem(path)
+    if not stem.endswith(REFERENCE_TAG) or stem == REFERENCE_TAG:
+        return False
+    return path.with_name(stem[: -len(REFERENCE_TAG)] + path.suffix).exists()
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(path.suffix)] if path.suffix else path.name
+
+
+def _name_of(text: str) -> str:
+    return dataset_name(text.rstrip("/")) or "input"
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    names = [dataset_name(str(p)) for p in paths]
+    out = []
+    for path, name in zip(paths, names):
+        if names.count(name) > 1 and path.suffix:
+            name = f"{name}-{path.suffix.lstrip('.').lower()}"
+        out.append(name)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(out):
+        if name in seen:
+            seen[name] += 1
+            out[i] = f"{name}-{seen[name]}"
+        else:
+            seen[name] = 1
+    return out

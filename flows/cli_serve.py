@@ -21,9 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set a recipe field by dotted path, e.g. method.params.max_iter=200")
 
 
-def _require_server() -> str:
+def _require_server(url: str | None) -> str:
     """The API URL to register with; serving into Prefect's throwaway ephemeral API would schedule nothing."""
-    url = server.use_running_server()
     if not url:
         raise ServeError(
             "inversa serve needs a running Prefect server to hold the schedule: start one with "
@@ -35,11 +34,12 @@ def _require_server() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    url = server.use_running_server()  # before anything imports Prefect, which reads its settings once
     from flows.serve import deployment_url, scheduled_batch, serve_forever, to_deployment
 
     spec = scheduled_batch(args.recipe, args.inputs, args.output, args.cron, name=args.name,
                            overrides=args.set, timezone=args.timezone)
-    api_url = _require_server()
+    api_url = _require_server(url)
     from prefect.settings import PREFECT_UI_URL
 
     ui_url = PREFECT_UI_URL.value() or api_url.removesuffix("/api")

@@ -43,6 +43,9 @@ def _start(args: argparse.Namespace) -> int:
     if not server.is_loopback(args.host):
         print(f"inversa server: warning: binding to {args.host}: the Prefect API and UI have no authentication "
               "and anyone who can reach this address can run flows", file=sys.stderr)
+    problem = server.scheduler_problem()
+    if problem:
+        print(f"inversa server: warning: {problem}", file=sys.stderr)
     info, started = server.start_server(host=args.host, port=args.port, timeout=args.timeout)
     if started:
         print(f"inversa server: started (pid {info.pid}, data in {server.inversa_home()}, log {info.log})")

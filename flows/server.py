@@ -205,6 +205,26 @@ def use_running_server() -> str | None:
 # ---------------------------------------------------------------- start
 
 
+def scheduler_problem() -> str | None:
+    """A known reason the server would accept cron schedules but never create their runs.
+
+    Prefect 3.8's scheduler inserts runs with a statement SQLAlchemy 2.1 refuses ("Can't evaluate
+    bulk DML statement"): the API still answers and the UI shows the schedule, so nothing but the
+    server log would tell.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("sqlalchemy")
+    except PackageNotFoundError:
+        return None
+    major_minor = tuple(int(p) for p in installed.split(".")[:2] if p.isdigit())
+    if major_minor >= (2, 1):
+        return (f"SQLAlchemy {installed} is installed: Prefect's scheduler fails with it and cron schedules "
+                "create no runs; install 'sqlalchemy[asyncio]>=2.0,<2.1'")
+    return None
+
+
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -314,7 +334,7 @@ def start_server(
         try:
             _wait_healthy(info, process, timeout)
         except BaseException:
-            _terminate_group(process.pid, STOP_TIMEOUT_S)
+            terminate_process_group(process.pid, STOP_TIMEOUT_S)
             _remove_info(home)
             raise
         return info, True
@@ -367,7 +387,7 @@ def _group_has_live_member(pgid: int) -> bool:
     return False
 
 
-def _terminate_group(pgid: int, timeout: float) -> bool:
+def terminate_process_group(pgid: int, timeout: float) -> bool:
     """SIGTERM the process group, SIGKILL what is left after `timeout`; True if it had to kill."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
@@ -390,6 +410,6 @@ def stop_server(home: Path | None = None, timeout: float = STOP_TIMEOUT_S) -> Se
     info = running_server(home)
     if info is None:
         return None
-    _terminate_group(info.pid, timeout)
+    terminate_process_group(info.pid, timeout)
     _remove_info(home)
     return info

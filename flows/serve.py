@@ -40,7 +40,7 @@ def absolute_input(pattern: str) -> str:
     expanded = os.path.abspath(os.path.expanduser(pattern))
     if any(c in expanded for c in GLOB_CHARS):
         base = expanded[: min(expanded.index(c) for c in GLOB_CHARS if c in expanded)]
-        base_dir = base if base.endswith(os.sep) else os.path.dirname(base)
+        base_dir = (base if base.endswith(os.sep) else os.path.dirname(base)).rstrip(os.sep) or os.sep
         if not os.path.isdir(base_dir):
             raise ServeError(f"--inputs {pattern!r}: the directory {base_dir} does not exist")
     elif not os.path.exists(expanded):

@@ -284,7 +284,7 @@ def _start_lock(home: Path | None):
 
 def _busy_port_message(host: str, port: int, home: Path) -> str:
     url = f"http://{_url_host(host)}:{port}"
-    who = "another Prefect server (not this INVERSA_HOME's)" if is_healthy(url) else "another program"
+    who = "another Prefect server (not this INVERSA_HOME's)" if is_healthy(url, timeout=1.0) else "another program"
     hint = f"; to use it instead: export PREFECT_API_URL={url}/api" if who.startswith("another Prefect") else ""
     return (
         f"port {port} on {host} is in use by {who} (INVERSA_HOME={home}){hint}; "

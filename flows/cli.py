@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from flows import cli_batch
+from flows import cli_batch, cli_serve, cli_server
 
 
 def _quiet_prefect_defaults() -> None:
@@ -33,6 +33,8 @@ EXAMPLES = {
     "show": "inversa show ta-60.zarr --json   |   inversa show ta-60.zarr --png ta-60.png",
     "train-prior": "inversa train-prior prior-htc-discs --output priors/htc-discs-64 --steps 500",
     "batch": cli_batch.EXAMPLE,
+    "server": "inversa server start   |   inversa server status   |   inversa server stop",
+    "serve": "inversa serve ct-fbp --cron '0 2 * * *' --inputs /data/scans --output /data/recon",
 }
 
 
@@ -89,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print one JSON document")
     show.add_argument("--png", metavar="FILE", help="write a preview (mean | std) of a slice as PNG")
     show.add_argument("--slice", type=int, default=0, help="slice for --png (default 0)")
+
+    cli_server.add_arguments(add("server", "Start, stop or check the local Prefect server (API and UI) in the background."))
+    cli_serve.add_arguments(add("serve", "Serve a recipe as a scheduled batch deployment on the Prefect server."))
     return parser
 
 
@@ -283,7 +288,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show, "train-prior": cmd_train_prior,
-            "batch": cli_batch.run}
+            "batch": cli_batch.run, "server": cli_server.run, "serve": cli_serve.run}
 
 
 def main(argv: list[str] | None = None) -> int:

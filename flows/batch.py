@@ -42,7 +42,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from data.store import ResultStore, StoreError
 from data.store_lock import StoreLock, StoreLocked
-from flows.batch_inputs import BatchInput, expand_inputs
+from flows.batch_inputs import BatchInput, empty_inputs, expand_inputs
 from flows.recipe import load_recipe
 from flows.scheduling import StoreJob, reconstruct_stores
 from tasks.measurement import input_digest, uses_gpu
@@ -84,8 +84,8 @@ def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: boo
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     datasets = expand_inputs([str(i) for i in inputs])
-    if not datasets:
-        raise ValueError(f"batch {base.name!r}: {inputs} name no measurement files")
+    for line in empty_inputs([str(i) for i in inputs]):  # a watched directory before its first scan
+        logger.warning("batch %s: %s; nothing to do there", base.name, line)
 
     rows: dict[str, dict[str, Any]] = {}
     specs: dict[str, tuple[dict[str, Any], str]] = {}

@@ -48,16 +48,9 @@ def expand_inputs(inputs: list[str]) -> list[BatchInput]:
         if GLOB_CHARACTERS & set(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             matches = [m for m in matches if _is_measurement(m)]
-            if not matches:
-                problems.append(BatchInput(_name_of(text), text, problem=f"{text}: no measurement file matches"))
-            found.extend(matches)
+            found.extend(matches)  # matching nothing yet is not a failure (a watched pattern): see empty_inputs
         elif Path(text).is_dir() and not is_zarr_directory(Path(text)):
-            members = sorted(p for p in Path(text).iterdir() if _is_measurement(p))
-            if not members:
-                problems.append(BatchInput(_name_of(text), text, problem=(
-                    f"{text}: no measurement files in this directory (expected names ending in "
-                    f"{', '.join(MEASUREMENT_SUFFIXES)})")))
-            found.extend(members)
+            found.extend(sorted(p for p in Path(text).iterdir() if _is_measurement(p)))
         elif not Path(text).exists():
             problems.append(BatchInput(_name_of(text), text, problem=f"{text}: no such file or directory"))
         else:
@@ -82,6 +75,24 @@ def expand_inputs(inputs: list[str]) -> list[BatchInput]:
         taken.add(name)
         datasets.append(BatchInput(name, problem.path, problem=problem.problem))
     return datasets
+
+
+def empty_inputs(inputs: list[str]) -> list[str]:
+    """Directories and globs among `inputs` that name no measurement file (yet), for a warning.
+
+    A watched directory is empty until the first scan arrives, so this is nothing to do, not a
+    failure; a path that does not exist at all is a failed dataset instead (see expand_inputs).
+    """
+    empty = []
+    for given in map(str, inputs):
+        if GLOB_CHARACTERS & set(given):
+            if not any(_is_measurement(Path(m)) for m in glob.glob(given, recursive=True)):
+                empty.append(f"{given}: no measurement file matches")
+        elif Path(given).is_dir() and not is_zarr_directory(Path(given)):
+            if not any(_is_measurement(p) for p in Path(given).iterdir()):
+                empty.append(f"{given}: no measurement files in this directory (expected names ending in "
+                             f"{', '.join(MEASUREMENT_SUFFIXES)})")
+    return empty
 
 
 def _is_measurement(path: Path) -> bool:

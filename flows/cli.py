@@ -293,6 +293,10 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_sh
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_prefect_defaults()
+    if "prefect" not in sys.modules:  # Prefect reads its settings once, at import
+        from flows.server import use_running_server
+
+        use_running_server()  # runs show up in `inversa server`'s UI when one is running
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -15,7 +15,7 @@ import xarray as xr
 import tasks.region as region_module
 from data.store import ResultStore
 from flows.batch import SUMMARY_FILE, DatasetsFailed, batch
-from flows.batch_inputs import expand_inputs
+from flows.batch_inputs import empty_inputs, expand_inputs
 from flows.cli import main
 from flows.recipe import load_recipe
 from flows.reconstruct import reconstruct
@@ -163,9 +163,10 @@ def test_input_expansion(first_batch, inputs, tmp_path):
     found = expand_inputs([str(tmp_path), str(tmp_path / "scan.nc"), str(tmp_path / "nothing-*.nc"),
                            str(tmp_path / "missing.nc")])
     by_name = {d.dataset: d for d in found}
-    assert set(by_name) == {"scan-h5", "scan-nc", "nothing-*", "missing"}  # one dataset per file, named apart
+    assert set(by_name) == {"scan-h5", "scan-nc", "missing"}  # one dataset per file, named apart
     assert by_name["scan-nc"].problem is None and by_name["scan-nc"].reference is None
-    assert "no measurement file matches" in by_name["nothing-*"].problem
+    assert empty_inputs([str(tmp_path / "nothing-*.nc"), str(tmp_path)]) == [
+        f"{tmp_path / 'nothing-*.nc'}: no measurement file matches"]
     assert "no such file or directory" in by_name["missing"].problem
     paired = {d.dataset: d.reference for d in expand_inputs([str(inputs)])}
     assert paired["alpha"] == str(inputs / "alpha_truth.nc") and "alpha_truth" not in paired
@@ -214,3 +215,10 @@ def test_a_store_another_run_is_writing_fails_alone(inputs, recipe, tmp_path):
     assert rows["alpha"]["status"] == rows["gamma"]["status"] == "done"
     result = batch(recipe, [str(inputs / "beta.nc")], str(output))  # the lock is free again
     assert result["datasets"][0]["status"] == "done"
+
+
+def test_an_empty_watched_directory_is_nothing_to_do_not_a_failure(recipe, tmp_path):
+    (tmp_path / "watched").mkdir()
+    result = batch(recipe, [str(tmp_path / "watched")], str(tmp_path / "out"))
+    assert result["datasets"] == [] and sum(result["counts"].values()) == 0
+    assert _summary(tmp_path / "out")["datasets"] == []

@@ -150,11 +150,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     make_plan(recipe.model_dump())  # fail on a bad input before Prefect starts
     check_output(recipe.model_dump(), recipe.digest(), args.overwrite)
-    from flows.task_runners import make_task_runner, runner_from
+    from flows.task_runners import LocalCallback, make_task_runner, runner_from
 
     runner = make_task_runner(runner_from(args, recipe.runner.model_dump() if recipe.runner else None))
     hook, bar = _terminal_progress()
-    module.progress_hook = hook
+    module.progress_hook = LocalCallback(hook)
     from flows.runtime import local_run_settings
 
     try:

@@ -51,7 +51,7 @@ class CalibrationSpec(_Strict):
 class RunnerSpec(_Strict):
     """Where the tasks run (flows.task_runners.RunnerOptions); not part of the recipe digest."""
 
-    kind: Literal["threads", "dask"] = "threads"
+    kind: Literal["threads", "dask"] | None = None
     workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int | None = Field(default=None, ge=1)
     address: str | None = None

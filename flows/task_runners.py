@@ -48,7 +48,8 @@ class RunnerError(ValueError):
 class RunnerOptions:
     """Where tasks run.
 
-    kind: "threads" (default) or "dask".
+    kind: "threads" or "dask"; when not given, "dask" if address, cluster or
+        threads_per_worker is, else "threads".
     workers: threads: tasks at once (default 2); dask: worker processes of the local cluster
         (default: cores / threads_per_worker) or of the cluster spec (passed to it).
     threads_per_worker: dask only, clusters inversa starts: torch threads in each worker
@@ -58,13 +59,16 @@ class RunnerOptions:
     cluster: dask only: a cluster spec (see the module docstring).
     """
 
-    kind: Literal["threads", "dask"] = "threads"
+    kind: Literal["threads", "dask"] | None = None
     workers: int | None = None
     threads_per_worker: int | None = None
     address: str | None = None
     cluster: str | None = None
 
     def __post_init__(self) -> None:
+        if self.kind is None:
+            dask = any(getattr(self, n) is not None for n in ("address", "cluster", "threads_per_worker"))
+            object.__setattr__(self, "kind", "dask" if dask else "threads")
         if self.kind not in ("threads", "dask"):
             raise RunnerError(f"runner.kind: {self.kind!r}: expected 'threads' or 'dask'")
         for name in ("workers", "threads_per_worker"):
@@ -133,7 +137,7 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int) -> dict[s
         "n_workers": n,
         "threads_per_worker": 1,
         "processes": True,
-        "dashboard_address": None,
+        "dashboard_address": ":0",  # a free port (the log prints the link): runs side by side never clash
         "env": {name: str(threads_per_worker) for name in THREAD_ENV},
     }
     if _cuda_available():
@@ -191,6 +195,28 @@ def _spec_function(module: Any, function: str, spec: str) -> Callable[..., Any]:
             f"cluster spec {spec!r}: expected a function {function}(workers, threads_per_worker) returning a cluster"
         )
     return fn
+
+
+class LocalCallback:
+    """A callback that acts in this process only, and pickles as a no-op.
+
+    Prefect ships the flow function, with the module globals it reads, to every Dask worker
+    with each task. A terminal progress callback (a `progress_hook`) holds locks and the
+    terminal and means nothing there; wrapped in this, it travels as a harmless stand-in.
+    """
+
+    def __init__(self, callback: Callable[..., Any]):
+        self.callback = callback
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.callback(*args, **kwargs)
+
+    def __reduce__(self):
+        return (LocalCallback, (_ignore,))
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import dask
+
 try:
     from dask_cuda import LocalCUDACluster
 except ImportError as exc:  # not installable without CUDA; say what to do instead of a bare ImportError
@@ -30,10 +32,13 @@ def make_cluster(workers: int | None = None, threads_per_worker: int = 1) -> Loc
         devices = devices[:workers]
     elif workers:
         devices = [str(i) for i in range(workers)]
-    return LocalCUDACluster(
-        CUDA_VISIBLE_DEVICES=",".join(devices) if devices else None,  # None: every GPU
-        threads_per_worker=1,
-        resources={"GPU": 1},
-        dashboard_address=":0",
-        env={name: str(threads_per_worker) for name in THREAD_ENV},
-    )
+    # LocalCUDACluster sets each worker's environment itself (CUDA_VISIBLE_DEVICES); the thread
+    # counts go in through the environment Dask gives every worker process it spawns.
+    threads = {f"distributed.nanny.pre-spawn-environ.{name}": str(threads_per_worker) for name in THREAD_ENV}
+    with dask.config.set(threads):
+        return LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=",".join(devices) if devices else None,  # None: every GPU
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            dashboard_address=":0",
+        )

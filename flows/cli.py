@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "Run a recipe through the reconstruct flow into a zarr store.")
     recipe_args(run)
     run.add_argument("--overwrite", action="store_true", help="replace a store written by another run")
+    from flows.task_runners import add_runner_arguments
+
+    add_runner_arguments(run)
 
     check = add("check", "Validate a recipe and its input and print the plan; writes nothing.")
     recipe_args(check)
@@ -160,13 +163,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     make_plan(recipe.model_dump())  # fail on a bad input before Prefect starts
     check_output(recipe.model_dump(), recipe.digest(), args.overwrite)
+    from flows.task_runners import LocalCallback, make_task_runner, runner_from
+
+    runner = make_task_runner(runner_from(args, recipe.runner.model_dump() if recipe.runner else None))
     hook, bar = _terminal_progress()
-    module.progress_hook = hook
+    module.progress_hook = LocalCallback(hook)
     from flows.runtime import local_run_settings
 
     try:
         with local_run_settings():
-            result = module.reconstruct(recipe.model_dump(), overwrite=args.overwrite)
+            result = module.reconstruct.with_options(task_runner=runner)(recipe.model_dump(), overwrite=args.overwrite)
     finally:
         bar.stop()
         module.progress_hook = None

@@ -48,6 +48,23 @@ class CalibrationSpec(_Strict):
     alpha: float | None = Field(default=None, gt=0, lt=1)
 
 
+class RunnerSpec(_Strict):
+    """Where the tasks run (flows.task_runners.RunnerOptions); not part of the recipe digest."""
+
+    kind: Literal["threads", "dask"] | None = None
+    workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    address: str | None = None
+    cluster: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunnerSpec":
+        from flows.task_runners import RunnerOptions
+
+        RunnerOptions(**self.model_dump())  # its RunnerError (a ValueError) names the field at fault
+        return self
+
+
 class Recipe(_Strict):
     name: str
     description: str = ""
@@ -70,6 +87,7 @@ class Recipe(_Strict):
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "auto"
     calibration: CalibrationSpec | None = None
+    runner: RunnerSpec | None = None
 
     @field_validator("method")
     @classmethod
@@ -105,12 +123,12 @@ class Recipe(_Strict):
         return self
 
     def digest(self) -> str:
-        """Digest of what determines the numbers (not where they come from or go).
+        """Digest of what determines the numbers (not where they come from or go, nor where they run).
 
         A trained prior is part of the computation: its weights' digest is folded in, so a
         retrained checkpoint at the same path never resumes a store made with the old one.
         """
-        payload = self.model_dump(exclude={"input", "output", "description", "device"})
+        payload = self.model_dump(exclude={"input", "output", "description", "device", "runner"})
         if uses_prior(self.method.name) and PRIOR_PARAM in self.method.params:
             try:
                 payload["prior_weights_sha256"] = prior_record(self.method.params[PRIOR_PARAM])["weights_sha256"]

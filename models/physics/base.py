@@ -107,7 +107,10 @@ class LinearOperator(torch.nn.Module):
             return self._norm_cache[key]
         if n_iter < 1:
             raise ValueError(f"{type(self).__name__}.norm: n_iter must be >= 1, got {n_iter}")
-        gen_device = generator.device if generator is not None else self._device
+        if generator is None:  # a fixed start: the estimate, and every step size built on it, must not
+            # depend on the process's global RNG (a Dask worker process and a thread give the same store)
+            generator = torch.Generator(device=self._device).manual_seed(0)
+        gen_device = generator.device
         x = torch.randn((1, *self.in_shape), generator=generator, dtype=self._dtype, device=gen_device)
         x = x.to(self._device)
         x = x / torch.linalg.vector_norm(x)

@@ -1,0 +1,286 @@
+"""Where a run's tasks execute: a thread pool, a local Dask cluster, or a Dask cluster elsewhere.
+
+Where a run executes never changes its numbers (every region seeds its own generators), so the
+choice lives apart from what the recipe computes: in the recipe's optional `runner` block, which
+the recipe digest leaves out, and on the command line, which wins over the recipe.
+
+Two things a plain `prefect_dask.DaskTaskRunner` does not do for us:
+
+- Prefect API for the workers. In ephemeral mode (no `PREFECT_API_URL`) each Dask worker
+  process that runs a task would start its own temporary Prefect server (seconds each, one
+  more process per worker). `WorkerApiDaskTaskRunner` starts the flow process's temporary server
+  up front and hands its address to the workers through the settings Prefect serialises with
+  every task, so logs, task states and artifacts from all workers land in one place
+  (flows/dask_runner.py).
+- Threads per worker. Dask starts worker processes with `OMP_NUM_THREADS=1`; torch then uses
+  one intra-op thread. `threads_per_worker` sets the OMP/MKL/OpenBLAS thread counts of the
+  worker processes inversa starts, and Dask runs one task at a time in each of them, so
+  `workers x threads_per_worker` should match the cores.
+
+A cluster spec (`cluster`) is a Python function that returns a `distributed` cluster object:
+`make_cluster(workers: int | None, threads_per_worker: int) -> Cluster`. Give the name of a
+shipped spec (`local`, `slurm`, `dask-cuda`: deploy/dask/NAME.py), a path to a `.py` file
+(`path/spec.py` or `path/spec.py:function`), or an importable `package.module:function`.
+The runner enters the cluster as a context manager and closes it when the flow ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+DEPLOY_DASK_DIR = Path(__file__).resolve().parents[1] / "deploy" / "dask"
+SPEC_FUNCTION = "make_cluster"
+DEFAULT_THREADS = 2  # regions at once in the thread pool (the reconstruct flow's own default)
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class RunnerError(ValueError):
+    """Runner options that contradict each other or name a cluster spec that cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Where tasks run.
+
+    kind: "threads" or "dask"; when not given, "dask" if address, cluster or
+        threads_per_worker is, else "threads".
+    workers: threads: tasks at once (default 2); dask: worker processes of the local cluster
+        (default: cores / threads_per_worker) or of the cluster spec (passed to it).
+    threads_per_worker: dask only, clusters inversa starts: torch threads in each worker
+        process (default 1). Workers of an existing cluster (`address`) keep what they were
+        started with.
+    address: dask only: the scheduler of a running cluster, e.g. tcp://10.0.0.5:8786.
+    cluster: dask only: a cluster spec (see the module docstring).
+    """
+
+    kind: Literal["threads", "dask"] | None = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    address: str | None = None
+    cluster: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            dask = any(getattr(self, n) is not None for n in ("address", "cluster", "threads_per_worker"))
+            object.__setattr__(self, "kind", "dask" if dask else "threads")
+        if self.kind not in ("threads", "dask"):
+            raise RunnerError(f"runner.kind: {self.kind!r}: expected 'threads' or 'dask'")
+        for name in ("workers", "threads_per_worker"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise RunnerError(f"runner.{name}: {value!r}: expected a whole number >= 1")
+        for name in ("address", "cluster"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise RunnerError(f"runner.{name}: {value!r}: expected a non-empty string")
+        if self.kind == "threads":
+            given = [n for n in ("address", "cluster", "threads_per_worker") if getattr(self, n) is not None]
+            if given:
+                raise RunnerError(f"runner.{given[0]} needs runner kind 'dask' (the runner kind is 'threads')")
+            return
+        if self.address is not None:
+            if "://" not in self.address:
+                raise RunnerError(f"runner.address: {self.address!r}: expected a scheduler address like tcp://HOST:8786")
+            given = [n for n in ("cluster", "workers", "threads_per_worker") if getattr(self, n) is not None]
+            if given:
+                raise RunnerError(
+                    f"runner.address and runner.{given[0]} exclude each other: an existing cluster keeps "
+                    "its own workers (start them with the threads you want)"
+                )
+
+    @property
+    def label(self) -> str:
+        """A few words for logs: what executes the tasks."""
+        if self.kind == "threads":
+            return f"{self.workers or DEFAULT_THREADS} threads"
+        if self.address:
+            return f"Dask cluster at {self.address}"
+        where = f"cluster spec {self.cluster}" if self.cluster else "local Dask cluster"
+        count = f"{self.workers} workers" if self.workers else "default workers"
+        return f"{where} ({count} x {self.threads_per_worker or 1} threads)"
+
+
+def make_task_runner(options: RunnerOptions):
+    """The Prefect task runner the options describe (nothing starts until the flow enters it)."""
+    if options.kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=options.workers or DEFAULT_THREADS)
+    from flows.dask_runner import WorkerApiDaskTaskRunner  # distributed loads only when asked for
+
+    if options.address:
+        return WorkerApiDaskTaskRunner(address=options.address)
+    threads = options.threads_per_worker or 1
+    if options.cluster:
+        factory = load_cluster_spec(options.cluster)
+        return WorkerApiDaskTaskRunner(
+            cluster_class=factory, cluster_kwargs={"workers": options.workers, "threads_per_worker": threads}
+        )
+    return WorkerApiDaskTaskRunner(cluster_kwargs=local_cluster_kwargs(options.workers, threads))
+
+
+def local_cluster_kwargs(workers: int | None, threads_per_worker: int) -> dict[str, Any]:
+    """A `distributed.LocalCluster` of worker processes that each run one task with N torch threads.
+
+    Processes, not threads: torch releases the GIL in its kernels but the samplers' Python
+    loops do not. Each worker advertises one `GPU` resource when CUDA is present, so tasks that
+    ask for a GPU (tasks.gpu.gpu_annotations) find a worker.
+    """
+    n = workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
+    kwargs: dict[str, Any] = {
+        "n_workers": n,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": ":0",  # a free port (the log prints the link): runs side by side never clash
+        "env": {name: str(threads_per_worker) for name in THREAD_ENV},
+    }
+    if _cuda_available():
+        kwargs["resources"] = {"GPU": 1}
+    return kwargs
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def load_cluster_spec(spec: str) -> Callable[..., Any]:
+    """The `make_cluster` function a cluster spec names (see the module docstring)."""
+    text = spec.strip()
+    shipped = DEPLOY_DASK_DIR / f"{text.replace('-', '_')}.py"
+    if "/" not in text and ":" not in text and not text.endswith(".py"):
+        if not shipped.is_file():
+            names = ", ".join(sorted(p.stem.replace("_", "-") for p in DEPLOY_DASK_DIR.glob("*.py")))
+            raise RunnerError(f"cluster spec {spec!r}: not a shipped spec ({names}), a .py file or module:function")
+        return _function_from_file(shipped, SPEC_FUNCTION, spec)
+    target, _, function = text.rpartition(":") if ":" in text else (text, "", SPEC_FUNCTION)
+    function = function or SPEC_FUNCTION
+    if target.endswith(".py") or "/" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise RunnerError(f"cluster spec {spec!r}: no such file {path}")
+        return _function_from_file(path, function, spec)
+    try:
+        module = importlib.import_module(target)
+    except ImportError as exc:
+        raise RunnerError(f"cluster spec {spec!r}: cannot import {target!r}: {exc}") from None
+    return _spec_function(module, function, spec)
+
+
+def _function_from_file(path: Path, function: str, spec: str) -> Callable[..., Any]:
+    # Not registered in sys.modules: cloudpickle then ships the function by value to workers
+    # (Prefect pickles the flow, runner included, with every task), where the file may not exist.
+    module_spec = importlib.util.spec_from_file_location(f"inversa_cluster_spec_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise RunnerError(f"cluster spec {spec!r}: {path} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise RunnerError(f"cluster spec {spec!r} ({path}): {exc}") from None
+    return _spec_function(module, function, spec)
+
+
+def _spec_function(module: Any, function: str, spec: str) -> Callable[..., Any]:
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise RunnerError(
+            f"cluster spec {spec!r}: expected a function {function}(workers, threads_per_worker) returning a cluster"
+        )
+    return fn
+
+
+class LocalCallback:
+    """A callback that acts in this process only, and pickles as a no-op.
+
+    Prefect ships the flow function, with the module globals it reads, to every Dask worker
+    with each task. A terminal progress callback (a `progress_hook`) holds locks and the
+    terminal and means nothing there; wrapped in this, it travels as a harmless stand-in.
+    """
+
+    def __init__(self, callback: Callable[..., Any]):
+        self.callback = callback
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.callback(*args, **kwargs)
+
+    def __reduce__(self):
+        return (LocalCallback, (_ignore,))
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that choose where tasks run; any command that runs flows can take them."""
+    group = parser.add_argument_group("where tasks run (default: the recipe's runner block, else 2 threads)")
+    group.add_argument("--threads", type=_positive, metavar="N", help="run N tasks at once in threads")
+    group.add_argument("--workers", type=_positive, metavar="N",
+                       help="start a local Dask cluster of N worker processes (or scale --dask-cluster to N)")
+    group.add_argument("--threads-per-worker", type=_positive, metavar="N",
+                       help="torch threads in each Dask worker process inversa starts (default 1)")
+    group.add_argument("--dask-address", metavar="ADDR", help="use a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    group.add_argument("--dask-cluster", metavar="SPEC",
+                       help="start a cluster from a spec: local, slurm, dask-cuda (deploy/dask/), FILE.py[:func] "
+                            "or module:func")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
+
+
+def runner_from(args: argparse.Namespace, recipe_runner: dict[str, Any] | None) -> RunnerOptions:
+    """The command line over the recipe's `runner` block.
+
+    Choosing a kind on the command line (`--threads`, or `--workers`/`--dask-cluster`, or
+    `--dask-address`) replaces the recipe's choice; only what the recipe says for the same kind
+    of cluster carries over (its workers, threads per worker, cluster spec). `--threads-per-worker`
+    alone adjusts the recipe's Dask cluster.
+    """
+    base = RunnerOptions(**(recipe_runner or {}))
+    threads = getattr(args, "threads", None)
+    workers = getattr(args, "workers", None)
+    per_worker = getattr(args, "threads_per_worker", None)
+    address = getattr(args, "dask_address", None)
+    cluster = getattr(args, "dask_cluster", None)
+    started = base.kind == "dask" and base.address is None  # a recipe cluster inversa starts
+    if threads is not None:
+        clash = [f for f, v in (("--workers", workers), ("--dask-address", address), ("--dask-cluster", cluster),
+                                ("--threads-per-worker", per_worker)) if v is not None]
+        if clash:
+            raise RunnerError(f"--threads runs tasks in threads; it cannot be combined with {clash[0]} (Dask)")
+        return RunnerOptions(kind="threads", workers=threads)
+    if address is not None:
+        clash = [f for f, v in (("--workers", workers), ("--dask-cluster", cluster),
+                                ("--threads-per-worker", per_worker)) if v is not None]
+        if clash:
+            raise RunnerError(f"--dask-address uses a running cluster's workers; it cannot be combined with {clash[0]}")
+        return RunnerOptions(kind="dask", address=address)
+    if workers is not None or cluster is not None:
+        return RunnerOptions(
+            kind="dask",
+            workers=workers if workers is not None else (base.workers if started else None),
+            threads_per_worker=per_worker if per_worker is not None else (base.threads_per_worker if started else None),
+            cluster=cluster if cluster is not None else (base.cluster if started else None),
+        )
+    if per_worker is not None:
+        if not started:
+            raise RunnerError(
+                "--threads-per-worker applies to a Dask cluster inversa starts; add --workers N or --dask-cluster SPEC"
+            )
+        return RunnerOptions(**{**asdict(base), "threads_per_worker": per_worker})
+    return base

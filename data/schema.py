@@ -65,10 +65,6 @@ def check_finite_blocks(blocks, source, name: str) -> None:
         )
 
 
-def _is_lazy(array: xr.DataArray) -> bool:
-    return array.chunks is not None
-
-
 def _slice_blocks(sino: xr.DataArray, target_bytes: int = 16 * 2**20):
     """``(first slice, block)`` over the sinogram, each block about ``target_bytes`` of float32."""
     per_slice = max(1, sino.sizes["angle"] * sino.sizes["detector"] * 4)
@@ -143,13 +139,15 @@ def _validated_attrs(attrs: Mapping[str, Any], source) -> dict:
     return out
 
 
-def validate_ct(ds: xr.Dataset, source=None) -> xr.Dataset:
+def validate_ct(ds: xr.Dataset, source=None, lazy: bool = False) -> xr.Dataset:
     """Check a CT measurement against the schema and return it normalised.
 
     Normalisation: ``sinogram`` cast to float32; a 2D ``(angle, detector)`` sinogram gains a
     ``slice`` dim of length 1; ``angle`` becomes float64; ``slice`` gets an integer coordinate if
     it has none; ``detector_offset_mm`` defaults to 0; numeric attrs become Python numbers.
     ``source`` (a path) is used in error messages and recorded in ``attrs['source']``.
+    ``lazy``: the sinogram is backed by an open file; it is checked a block of slices at a time
+    and left unread (and in its stored dtype: readers of a block cast it to float32).
     """
     if source is None and isinstance(ds, xr.Dataset):
         source = ds.attrs.get("source")
@@ -170,10 +168,10 @@ def validate_ct(ds: xr.Dataset, source=None) -> xr.Dataset:
         raise InvalidMeasurement(source, SINOGRAM, "real numbers (cast to float32)", f"dtype {sino.dtype}")
     if any(n == 0 for n in sino.shape):
         raise ShapeMismatch(source, SINOGRAM, "a non-empty (slice, angle, detector) array", f"shape {sino.shape}")
-    if _is_lazy(sino):
+    if lazy:
         # Read once, a block of slices at a time, and keep nothing: the input may not fit in memory.
-        values = sino.data.astype(np.float32)
         check_finite_blocks(_slice_blocks(sino), source, SINOGRAM)
+        values = None
     else:
         values = np.asarray(sino.values, dtype=np.float32)
         check_finite(values, source, SINOGRAM)
@@ -182,7 +180,8 @@ def validate_ct(ds: xr.Dataset, source=None) -> xr.Dataset:
     angles = _validated_angles(ds["angle"].values, sino.sizes["angle"], source)
     attrs = _validated_attrs(ds.attrs, source)
     out = ds.copy()
-    out[SINOGRAM] = (CT_DIMS, values, dict(sino.attrs))
+    if values is not None:
+        out[SINOGRAM] = (CT_DIMS, values, dict(sino.attrs))
     out = out.assign_coords(angle=("angle", angles, {**ds["angle"].attrs, "units": "radians"}))
     if "slice" not in out.coords:
         out = out.assign_coords(slice=np.arange(sino.sizes["slice"]))

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-EXAMPLE = "inversa batch ct-fbp scans/ 'more/*.nc' extra.h5 --output results/"
+EXAMPLE = "inversa batch ct-tv scans/ 'more/*.nc' extra.h5 --output results/ --workers 2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set a recipe field by dotted path, e.g. method.params.max_iter=200")
     parser.add_argument("--overwrite", action="store_true", help="replace stores written by another recipe or input")
     parser.add_argument("--json", action="store_true", help="print the batch summary as JSON instead of a table")
+    from flows.task_runners import add_runner_arguments
+
+    add_runner_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,14 +43,16 @@ def run(args: argparse.Namespace) -> int:
     from flows import batch as module
     from flows.cli import _terminal_progress
     from flows.runtime import local_run_settings
+    from flows.task_runners import LocalCallback, make_task_runner, runner_from
 
+    runner = make_task_runner(runner_from(args, recipe.runner.model_dump() if recipe.runner else None))
     hook, bar = _terminal_progress()
-    module.progress_hook = hook
+    module.progress_hook = LocalCallback(hook)  # the flow's globals travel to Dask workers: no lock in them
     failure = None
     try:
         with local_run_settings():
-            result = module.batch(recipe.model_dump(), [str(i) for i in args.inputs], str(output),
-                                  overwrite=args.overwrite)
+            result = module.batch.with_options(task_runner=runner)(
+                recipe.model_dump(), [str(i) for i in args.inputs], str(output), overwrite=args.overwrite)
     except module.DatasetsFailed as exc:
         failure = exc
         result = json.loads((output / module.SUMMARY_FILE).read_text())

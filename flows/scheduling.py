@@ -16,6 +16,7 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
+from tasks.gpu import gpu_annotations
 from tasks.pipeline import RegionFailed, reconstruct_regions_task
 from tasks.report import ProgressArtifact
 from tasks.work_units import WorkUnit, work_units
@@ -77,10 +78,11 @@ def worker_count() -> int:
     threads = getattr(runner, "_max_workers", None)
     if isinstance(threads, int) and 0 < threads < 4096:
         return threads
-    client = getattr(runner, "_client", None)
-    if client is not None:
-        try:
-            return max(1, sum(client.nthreads().values()))
+    if type(runner).__module__.startswith("prefect_dask") or hasattr(runner, "_client"):
+        try:  # `client` connects on first use (before the first submit `_client` is still None)
+            threads = sum(runner.client.nthreads().values())
+            if threads > 0:  # an adaptive cluster may have no workers yet: fall back below
+                return threads
         except Exception:  # noqa: BLE001 - a cluster that cannot say falls back to the default
             pass
     return max(1, min(os.cpu_count() or DEFAULT_WORKERS, 64))
@@ -130,7 +132,8 @@ def reconstruct_stores(
     for unit in units:
         job = by_dataset[unit.dataset]
         task = reconstruct_regions_task.with_options(task_run_name=unit_name(job, unit), tags=set(job.tags))
-        futures[task.submit(job.store_path, list(unit.regions), job.recipe)] = unit
+        with gpu_annotations(job.recipe):  # on Dask, GPU units go to workers with a free GPU
+            futures[task.submit(job.store_path, list(unit.regions), job.recipe)] = unit
 
     try:
         for future in as_completed(list(futures)):

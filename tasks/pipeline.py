@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from data.errors import InvalidMeasurement
 from data.store import ResultStore
 from tasks.calibration import CALIBRATION_FILE, calibrate
+from tasks.gpu import gpu_slot
 from tasks.plan import Plan, create_store, make_plan
 from tasks.region import TransientError, reconstruct_region
 from tasks.report import publish_report, summarize
@@ -108,7 +109,8 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, A
             done.append(index)
             continue
         try:
-            record = reconstruct_region(store_path, index, recipe)
+            with gpu_slot(recipe):  # one slot of the `inversa-gpu` limit per GPU region (tasks/gpu.py)
+                record = reconstruct_region(store_path, index, recipe)
         except Exception as exc:
             start, stop = store.regions[index] if 0 <= index < len(store.regions) else (index, index + 1)
             raise RegionFailed(

@@ -1,8 +1,10 @@
 """Reader for NetCDF files and zarr stores that already follow the measurement schema.
 
-Measurements open lazily, one dask chunk per slice (or the zarr store's own slice chunks): a
-region reads only its own slices, so a run's memory does not grow with the number of slices in
-the input (benchmarks/memory_scaling.py). References stay eager; they are small.
+Measurements open lazily: xarray's indexed backend arrays read only what is asked for, so a
+region reads only its own slices and a run's memory does not grow with the number of slices in
+the input (benchmarks/memory_scaling.py). Not dask arrays: computing one inside a Dask worker
+would go through the cluster's scheduler and wait for the very worker slot it occupies.
+References stay eager; they are small.
 """
 
 from __future__ import annotations
@@ -30,23 +32,18 @@ def _is_consolidated(store: Path) -> bool:
 def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
     """Open NetCDF (``fmt='netcdf'``) or zarr (``'zarr'``), wrapping decode errors.
 
-    ``lazy``: keep the file open and return dask-backed variables chunked along ``slice``
-    (nothing is read yet); otherwise load everything and close the file.
+    ``lazy``: keep the file open and read nothing yet (indexing reads the part asked for);
+    otherwise load everything and close the file.
     """
     path = require_exists(path)
     try:
         if fmt == "zarr":
             if lazy:
-                return xr.open_zarr(path, consolidated=_is_consolidated(path), chunks={})
+                return xr.open_zarr(path, consolidated=_is_consolidated(path), chunks=None)
             with xr.open_zarr(path, consolidated=_is_consolidated(path), chunks=None) as ds:
                 return ds.load()
         if lazy:
-            # Chunk the backend's lazily indexed arrays: each chunk then reads its own slice. (Opening
-            # with `chunks={}` first would make one chunk of a contiguous variable, read whole.)
-            ds = xr.open_dataset(path)
-            if "slice" in ds.dims:
-                ds = ds.chunk({"slice": 1})
-            return ds
+            return xr.open_dataset(path)  # the file stays open; nothing is read yet
         with xr.open_dataset(path) as ds:
             return ds.load()
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
@@ -58,4 +55,4 @@ def read_xarray(path, fmt: str = "netcdf"):
     ds = open_dataset_file(path, fmt, lazy=True)
     ds.attrs.setdefault("format", fmt)
     ds.attrs["source"] = str(path)
-    return validate_ct(ds, source=path)
+    return validate_ct(ds, source=path, lazy=True)

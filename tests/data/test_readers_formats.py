@@ -122,7 +122,7 @@ def test_netcdf_and_zarr_open_lazily_one_slice_block_at_a_time(tmp_path, suffix)
     ds = _measurement(sino)
     ds.to_netcdf(path) if suffix == ".nc" else ds.to_zarr(path, zarr_format=3)
     read = read_measurement(path)
-    assert read.sinogram.chunks is not None, "the sinogram was loaded eagerly"
+    assert not read.sinogram.variable._in_memory, "the sinogram was loaded eagerly"
     assert read.sinogram.dtype == np.float32
     np.testing.assert_array_equal(read.sinogram.isel(slice=slice(3, 5)).values, sino[3:5])
 

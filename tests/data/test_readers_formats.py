@@ -120,7 +120,7 @@ def test_netcdf_and_zarr_open_lazily_one_slice_block_at_a_time(tmp_path, suffix)
     sino = np.random.default_rng(1).random((7, 6, 5)).astype(np.float32)
     path = tmp_path / f"many{suffix}"
     ds = _measurement(sino)
-    ds.to_netcdf(path) if suffix == ".nc" else ds.to_zarr(path, zarr_format=3)
+    ds.to_netcdf(path) if suffix == ".nc" else ds.to_zarr(path, zarr_format=3, consolidated=False)
     read = read_measurement(path)
     assert not read.sinogram.variable._in_memory, "the sinogram was loaded eagerly"
     assert read.sinogram.dtype == np.float32

@@ -5,7 +5,7 @@ The same recipe runs on both inputs, each in a fresh process that reports its ow
 would grow with the slice count; the goal is a ratio of at most 1.2. The inputs are sized so that
 this is a real test: the 1,024-slice sinogram alone is about as large as the baseline process.
 
-    python benchmarks/memory_scaling.py [--slices 64 1024] [--size 128] [--views 360] [--recipe ct-fbp]
+    python benchmarks/memory_scaling.py [--slices 64 1024] [--size 256] [--views 360] [--recipe ct-fbp]
 
 Prints one JSON document.
 """
@@ -64,7 +64,7 @@ def peak_rss_of_run(recipe: str, measurement: Path, output: Path, sets: list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, nargs=2, default=[64, 1024], metavar=("SMALL", "LARGE"))
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--views", type=int, default=360)
     parser.add_argument("--recipe", default="ct-fbp")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -191,12 +191,7 @@ def _prepare(specs: dict[str, tuple[dict[str, Any], str]], rows: dict[str, dict[
         for dataset, (spec, digest) in specs.items()
     }
     jobs = []
-    for dataset, future in futures.items():
-        try:
-            prepared = future.result()
-        except Exception as exc:  # noqa: BLE001 - isolate the dataset
-            _fail(rows[dataset], exc)
-            continue
+    for dataset, prepared in _gather(futures, rows).items():
         spec = specs[dataset][0]
         total, pending = prepared["total"], list(prepared["pending"])
         rows[dataset]["status"] = "resumed" if len(pending) < total else "done"
@@ -213,14 +208,8 @@ def _calibrate(jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) -> list[St
         .submit(job.store_path, job.recipe)
         for job in jobs if job.recipe.get("calibration") and job.pending
     }
-    failed = set()
-    for dataset, future in futures.items():
-        try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 - isolate the dataset
-            _fail(rows[dataset], exc)
-            failed.add(dataset)
-    return [job for job in jobs if job.dataset not in failed]
+    calibrated = _gather(futures, rows)
+    return [job for job in jobs if job.dataset not in futures or job.dataset in calibrated]
 
 
 def _report(name: str, jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) -> None:
@@ -230,13 +219,19 @@ def _report(name: str, jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) ->
         .submit(job.store_path, title=f"{name} on {job.dataset}", key=f"{name}-{job.dataset}")
         for job in jobs
     }
+    for dataset, summary in _gather(futures, rows).items():
+        rows[dataset].update(metrics=summary, seconds=summary.get("seconds"))
+
+
+def _gather(futures: dict[str, Any], rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each dataset's task result; a dataset whose task failed is marked failed and left out."""
+    results = {}
     for dataset, future in futures.items():
         try:
-            summary = future.result()
+            results[dataset] = future.result()
         except Exception as exc:  # noqa: BLE001 - isolate the dataset
             _fail(rows[dataset], exc)
-            continue
-        rows[dataset].update(metrics=summary, seconds=summary.get("seconds"))
+    return results
 
 
 def _fail(row: dict[str, Any], error: BaseException | str) -> None:

@@ -1,7 +1,8 @@
 """The `reconstruct` flow: one measurement file in, one uncertainty store out.
 
 Load and validate, plan regions, write the store template, reconstruct the pending regions in
-parallel tasks (each writes its own region and records it), then metrics and a report. A rerun
+parallel work units (flows/scheduling.py: a task run covers several regions and writes and
+records each as it finishes), then metrics and a report, all under the store's lock. A rerun
 of the same recipe on the same input finds the store, skips the regions already recorded as
 done, and ends with the same store as an uninterrupted run.
 """

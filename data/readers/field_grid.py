@@ -29,12 +29,12 @@ def _bounds_names(ds: xr.Dataset) -> set:
 
 
 def field_candidates(ds: xr.Dataset) -> list[str]:
-    """Data variables that could be the field: numeric, 2 or 3 dims, not cell bounds."""
+    """Data variables that could be the field (sorted): numeric, 2 or 3 dims, not cell bounds."""
     skip = _bounds_names(ds)
-    return [
+    return sorted(
         str(name) for name, da in ds.data_vars.items()
         if name not in skip and da.ndim in (2, 3) and np.issubdtype(da.dtype, np.number)
-    ]
+    )
 
 
 def read_field_grid(path, variable: str | None = None, units: str | None = None) -> xr.Dataset:

@@ -94,6 +94,15 @@ def _finite_coordinate(ds: xr.Dataset, name: str, dim: str, source) -> np.ndarra
     return values
 
 
+def _other_coords(ds: xr.Dataset, dims) -> dict:
+    """Coordinates besides x, y that still fit the field's dims (time, component, lon/lat, ...)."""
+    return {
+        name: ds.coords[name]
+        for name in ds.coords
+        if name not in ("x", "y") and set(ds.coords[name].dims) <= set(dims)
+    }
+
+
 def _check_no_inf(values: np.ndarray, source, name: str) -> None:
     inf = np.isinf(values)
     if inf.any():
@@ -174,7 +183,7 @@ def validate_field_observations(ds: xr.Dataset, source=None, duplicates: str = "
         coords={
             "x": (SENSOR, x, dict(ds["x"].attrs)),
             "y": (SENSOR, y, dict(ds["y"].attrs)),
-            **{name: ds.coords[name] for name in ds.coords if name not in ("x", "y") and set(ds.coords[name].dims) <= set(da.dims)},
+            **_other_coords(ds, da.dims),
         },
         attrs=dict(ds.attrs),
     )
@@ -203,7 +212,9 @@ def _monotonic_axis(ds: xr.Dataset, name: str, source) -> np.ndarray:
         raise ShapeMismatch(source, name, f"at least one {name} coordinate", "0")
     steps = np.diff(values)
     if values.size > 1 and not ((steps > 0).all() or (steps < 0).all()):
-        raise InvalidMeasurement(source, name, "strictly monotonic coordinates (no repeats)", f"{values[:6].tolist()}...")
+        raise InvalidMeasurement(
+            source, name, "strictly monotonic coordinates (no repeats)", f"{values[:6].tolist()}..."
+        )
     return values
 
 
@@ -257,7 +268,7 @@ def validate_gridded_field(ds: xr.Dataset, source=None) -> xr.Dataset:
         coords={
             "x": ("x", x, dict(ds["x"].attrs)),
             "y": ("y", y, dict(ds["y"].attrs)),
-            **{name: ds.coords[name] for name in ds.coords if name not in ("x", "y") and set(ds.coords[name].dims) <= set(dims)},
+            **_other_coords(ds, dims),
         },
         attrs=dict(ds.attrs),
     )
@@ -341,14 +352,18 @@ class FieldGrid:
                 raise InvalidGrid(None, "grid.padding", "a non-negative number", repr(spec.get("padding")))
             extent = [x.min() - pad, x.max() + pad, y.min() - pad, y.max() + pad]
         else:
-            raise InvalidGrid(None, "grid.extent", "[xmin, xmax, ymin, ymax] or observations to take it from", "neither")
+            raise InvalidGrid(
+                None, "grid.extent", "[xmin, xmax, ymin, ymax] or observations to take it from", "neither"
+            )
         try:
             xmin, xmax, ymin, ymax = (float(v) for v in extent)
         except (TypeError, ValueError):
             raise InvalidGrid(None, "grid.extent", "four numbers [xmin, xmax, ymin, ymax]", repr(extent)) from None
         if not all(math.isfinite(v) for v in (xmin, xmax, ymin, ymax)) or xmax <= xmin or ymax <= ymin:
             raise InvalidGrid(
-                None, "grid.extent", "finite [xmin, xmax, ymin, ymax] with xmax > xmin and ymax > ymin (at least one cell)",
+                None,
+                "grid.extent",
+                "finite [xmin, xmax, ymin, ymax] with xmax > xmin and ymax > ymin (at least one cell)",
                 repr(list(extent)),
             )
         if ("spacing" in spec) == ("shape" in spec):

@@ -31,7 +31,8 @@ def _check_lonlat(lon: np.ndarray, lat: np.ndarray, source) -> None:
         if not np.isfinite(values).all():
             raise NonFiniteValues(source, name, "finite degrees", f"{int((~np.isfinite(values)).sum())} non-finite")
         if values.size and np.abs(values).max() > limit:
-            raise InvalidMeasurement(source, name, f"degrees within ±{limit:g}", f"max |value| {np.abs(values).max():g}")
+            largest = f"max |value| {np.abs(values).max():g}"
+            raise InvalidMeasurement(source, name, f"degrees within ±{limit:g}", largest)
 
 
 def project_lonlat(lon, lat, crs: str | None = None, source=None) -> tuple[np.ndarray, np.ndarray, str]:

@@ -60,7 +60,9 @@ def read_field_csv(path, columns: Mapping, units: str | None = None, projection:
     """
     path = require_exists(path)
     if not isinstance(columns, Mapping) or not {"x", "y", VALUE} <= set(columns):
-        raise InvalidMeasurement(path, "columns", "a mapping with keys x, y, value (and optionally time)", repr(columns))
+        raise InvalidMeasurement(
+            path, "columns", "a mapping with keys x, y, value (and optionally time)", repr(columns)
+        )
     if projection not in PROJECTIONS:
         raise InvalidMeasurement(path, "projection", f"one of {PROJECTIONS}", repr(projection))
     if not isinstance(units, str) or not units:
@@ -74,7 +76,9 @@ def read_field_csv(path, columns: Mapping, units: str | None = None, projection:
         raise CorruptFile(path, "(file)", "a CSV file with a header row", f"{type(error).__name__}: {error}") from None
     missing = [name for name in wanted if name not in frame.columns]
     if missing:
-        raise InvalidMeasurement(path, str(missing[0]), f"a column of the file (columns: {list(frame.columns)})", "absent")
+        raise InvalidMeasurement(
+            path, str(missing[0]), f"a column of the file (columns: {list(frame.columns)})", "absent"
+        )
     if len(frame) == 0:
         raise InvalidMeasurement(path, "(rows)", "at least one data row", "none")
 
@@ -111,10 +115,13 @@ def read_field_csv(path, columns: Mapping, units: str | None = None, projection:
         if (counts > 1).any():
             if duplicates == "error":
                 t, s = np.argwhere(counts > 1)[0]
-                raise DuplicateCoordinates(path, f"{columns['x']}, {columns['y']}, {time_column}",
-                                           "one row per (time, sensor) (or duplicates='mean')",
-                                           f"{int((counts - 1).clip(0).sum())} repeated rows, e.g. at time {float(times[t])!r}, "
-                                           f"x={float(pairs[s, 0])!r}, y={float(pairs[s, 1])!r}")
+                raise DuplicateCoordinates(
+                    path,
+                    f"{columns['x']}, {columns['y']}, {time_column}",
+                    "one row per (time, sensor) (or duplicates='mean')",
+                    f"{int((counts - 1).clip(0).sum())} repeated rows, e.g. at time {float(times[t])!r}, "
+                    f"x={float(pairs[s, 0])!r}, y={float(pairs[s, 1])!r}",
+                )
         sums = np.zeros((times.size, pairs.shape[0], values.shape[1]))
         n = np.zeros_like(sums)
         finite = np.isfinite(values)

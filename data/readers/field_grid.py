@@ -25,7 +25,8 @@ MISSING_THRESHOLD = 1e20
 def _bounds_names(ds: xr.Dataset) -> set:
     """Cell-bounds variables (CF ``bounds`` attrs or named bounds_*/..._bnds): never a field."""
     named = {str(ds[name].attrs["bounds"]) for name in ds.variables if "bounds" in ds[name].attrs}
-    return named | {str(n) for n in ds.data_vars if str(n).startswith("bounds_") or str(n).endswith(("_bnds", "_bounds"))}
+    by_name = {str(n) for n in ds.data_vars if str(n).startswith("bounds_") or str(n).endswith(("_bnds", "_bounds"))}
+    return named | by_name
 
 
 def field_candidates(ds: xr.Dataset) -> list[str]:
@@ -74,7 +75,8 @@ def read_field_grid(path, variable: str | None = None, units: str | None = None)
             kept = {k: v for k, v in coord.attrs.items() if k != "bounds"}
             coords[new] = (new, coord.values, {**kept, "original_name": str(old)})
         elif new != TIME:
-            coords[new] = (new, np.arange(da.sizes[old], dtype=np.float64), {"units": "index", "original_name": str(old)})
+            index = np.arange(da.sizes[old], dtype=np.float64)
+            coords[new] = (new, index, {"units": "index", "original_name": str(old)})
     attrs = {k: v for k, v in da.attrs.items() if k not in ("missing_value", "_FillValue")}
     out = xr.Dataset(
         {VALUE: (tuple(rename[d] for d in da.dims), values, attrs)},

@@ -43,7 +43,9 @@ def read_piv_vec(path) -> xr.Dataset:
     names = re.findall(r'"([^"]*)"', listed.group(1)) if listed else []
     zone = re.search(r"ZONE\s+I\s*=\s*(\d+)\s*,\s*J\s*=\s*(\d+)", header)
     if zone is None or "F=POINT" not in header.replace(" ", ""):
-        raise CorruptFile(path, "(header)", "a Tecplot header with ZONE I=.., J=.., F=POINT", header[:120] or "no header")
+        raise CorruptFile(
+            path, "(header)", "a Tecplot header with ZONE I=.., J=.., F=POINT", header[:120] or "no header"
+        )
     keys = [n.split()[0].upper() for n in names[:5]]
     if keys != ["X", "Y", "U", "V", "CHC"]:
         raise CorruptFile(path, "VARIABLES", 'columns "X mm", "Y mm", "U m/s", "V m/s", "CHC"', repr(names))
@@ -56,7 +58,9 @@ def read_piv_vec(path) -> xr.Dataset:
     except ValueError as error:
         raise CorruptFile(path, "(rows)", "comma-separated numbers", str(error)) from None
     if table.shape != (nx * ny, len(names)):
-        raise ShapeMismatch(path, "(rows)", f"{nx}*{ny} rows of {len(names)} numbers (ZONE I, J)", f"shape {table.shape}")
+        raise ShapeMismatch(
+            path, "(rows)", f"{nx}*{ny} rows of {len(names)} numbers (ZONE I, J)", f"shape {table.shape}"
+        )
     grid = table.reshape(ny, nx, len(names))
     x, y = grid[0, :, 0], grid[:, 0, 1]
     if not (np.allclose(grid[:, :, 0], x) and np.allclose(grid[:, :, 1], y[:, None])):

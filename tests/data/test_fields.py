@@ -156,7 +156,8 @@ def test_convex_hull_mask_keeps_cells_inside_the_data():
     expected = (x[None, :] + y[:, None]) < 10.19
     np.testing.assert_array_equal(mask, expected)
     assert int(mask.sum()) == 55
-    assert hash(grid) == hash(FieldGrid.from_spec({"extent": [0, 10, 0, 10], "spacing": 1.0, "mask": "convex-hull"}, obs))
+    again = FieldGrid.from_spec({"extent": [0, 10, 0, 10], "spacing": 1.0, "mask": "convex-hull"}, obs)
+    assert again == grid and hash(again) == hash(grid)
     assert FieldGrid.from_spec({"extent": [0, 10, 0, 10], "spacing": 1.0}).mask().all()
 
 

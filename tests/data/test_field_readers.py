@@ -185,3 +185,26 @@ def test_zarr_grid_fill_values_and_ambiguous_variable(tmp_path):
     assert h.value.dims == ("y", "x") and not bool(h.mask[0, 0]) and int(h.mask.sum()) == 11
     t = read_field_grid(tmp_path / "g.zarr", variable="t")
     assert not bool(t.mask[1, 1]) and int(t.mask.sum()) == 11 and t.attrs["units"] == "K"
+
+
+SMALL_VEC = """TITLE="small"
+VARIABLES="X mm", "Y mm", "U m/s", "V m/s", "CHC"
+ZONE I=3, J=2, F=POINT
+1.0, -1.0, 0.1, 0.2, 1
+2.0, -1.0, 0.3, 0.4, 1
+3.0, -1.0, 0.0, 0.0, -3
+1.0, -2.0, 0.5, 0.6, 1
+2.0, -2.0, 0.0, 0.0, -1
+3.0, -2.0, 0.7, 0.8, 1
+"""
+
+
+def test_piv_header_on_several_lines_and_series_of_different_grids(tmp_path):
+    small = write(tmp_path / "small.vec", SMALL_VEC)
+    ds = read_piv_vec(small)
+    np.testing.assert_array_equal(ds.x.values, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(ds.y.values, [-1.0, -2.0])
+    np.testing.assert_array_equal(ds.mask.values, [[True, True, False], [True, False, True]])
+    np.testing.assert_allclose(ds.v.values[1, 2], 0.8)
+    with pytest.raises(ShapeMismatch, match=r"small\.vec.*the grid of Run000001"):
+        read_piv_series([shared_file(PIV.format(1)), small])

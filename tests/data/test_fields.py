@@ -215,3 +215,11 @@ def test_projection_is_metric_and_round_trips():
 def test_projection_rejects_degrees_out_of_range():
     with pytest.raises(InvalidMeasurement, match=r"'latitude'.*within ±90"):
         project_lonlat([10.0], [120.0], source="a.csv")
+
+
+def test_duplicates_in_a_time_series_average_per_time_ignoring_gaps():
+    value = np.array([[1.0, 3.0, 7.0], [np.nan, 5.0, 8.0]])  # sensors 0 and 1 share a position
+    ds = scattered([0, 0, 4], [2, 2, 4], value, dims=("time", "sensor"), time=("time", [0.0, 1.0]))
+    merged = validate_field_observations(ds, duplicates="mean")
+    np.testing.assert_allclose(merged.value.values, [[2.0, 7.0], [5.0, 8.0]])
+    assert merged.mask.values.all() and merged.attrs["n_merged"] == 1

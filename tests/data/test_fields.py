@@ -51,15 +51,20 @@ def test_scattered_vector_component_dim_is_accepted():
     value = np.arange(6.0).reshape(3, 2)
     ds = validate_field_observations(scattered([0, 1, 2], [0, 1, 2], value, dims=("sensor", "component")))
     assert ds.value.dims == ("sensor", "component")
+    value[1, 0] = np.nan  # a vector with one component missing is not an observation of the vector
+    ds = validate_field_observations(scattered([0, 1, 2], [0, 1, 2], value, dims=("sensor", "component")))
+    np.testing.assert_array_equal(ds.x.values, [0, 2])
+    assert ds.attrs["n_dropped"] == 1
 
 
 def test_duplicate_coordinates_raise_by_default_and_average_when_asked():
-    ds = scattered([0, 5, 0, 7], [1, 5, 1, 7], [10.0, 20.0, 30.0, 40.0])
+    ds = scattered([5, 0, 5, 7], [5, 1, 5, 7], [10.0, 25.0, 30.0, 40.0])
     with pytest.raises(DuplicateCoordinates, match=r"'x, y'.*one sensor per \(x, y\).*sensor indices \[0, 2\]"):
         validate_field_observations(ds)
     merged = validate_field_observations(ds, duplicates="mean")
-    np.testing.assert_array_equal(merged.x.values, [0, 5, 7])  # first-occurrence order kept
-    np.testing.assert_allclose(merged.value.values, [20.0, 20.0, 40.0])
+    np.testing.assert_array_equal(merged.x.values, [5, 0, 7])  # first-occurrence order kept
+    np.testing.assert_array_equal(merged.y.values, [5, 1, 7])
+    np.testing.assert_allclose(merged.value.values, [20.0, 25.0, 40.0])
     assert merged.attrs["n_merged"] == 1
 
 
@@ -167,6 +172,8 @@ def test_sensors_outside_the_grid_raise_only_when_checked():
     with pytest.raises(OutsideGrid, match=r"sensors inside the grid extent.*1 outside, first sensor 3 at x=12\.5"):
         grid.check_inside(obs, source="stations.csv")
     grid.check_inside(obs.isel(sensor=[0, 1, 2]))  # the edge x = 10 is inside
+    with pytest.raises(OutsideGrid, match="1 outside"):
+        grid.check_inside(scattered([5.0], [-0.01], [1.0]))  # just below the lower edge
 
 
 @pytest.mark.parametrize(

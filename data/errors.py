@@ -60,3 +60,15 @@ class MissingGeometry(InvalidMeasurement):
 
 class UnknownFormat(InvalidMeasurement):
     """The file's content matches none of the supported formats."""
+
+
+class DuplicateCoordinates(InvalidMeasurement):
+    """Two or more field observations at the same (x, y) (and time): ambiguous for a gridder."""
+
+
+class InvalidGrid(InvalidMeasurement):
+    """A target grid that cannot hold a field: zero cells, non-positive spacing, empty extent."""
+
+
+class OutsideGrid(InvalidMeasurement):
+    """Observations that fall outside the target grid they are to be reconstructed on."""

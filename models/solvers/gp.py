@@ -209,14 +209,16 @@ class ExactGPSolver:
         m = self._model
         ls = np.broadcast_to(np.asarray(initial.get("lengthscale", 0.5 * self._x_scale), dtype=np.float64), (2,))
         m.covar_module.base_kernel.lengthscale = torch.from_numpy(ls / self._x_scale).reshape(1, 2)
-        m.covar_module.outputscale = float(initial.get("outputscale", self._y_scale ** 2)) / self._y_scale ** 2
-        m.mean_module.constant = (float(initial.get("mean", self._y_mean)) - self._y_mean) / self._y_scale
+        # float64 tensors: a Python float would pass through float32 on its way to the raw parameter.
+        f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+        m.covar_module.outputscale = f64(float(initial.get("outputscale", self._y_scale ** 2)) / self._y_scale ** 2)
+        m.mean_module.constant = f64((float(initial.get("mean", self._y_mean)) - self._y_mean) / self._y_scale)
         noise = float(initial.get("noise", 0.1 * self._y_scale ** 2)) / self._y_scale ** 2
         noise = max(noise, self.noise_floor * (1 + 1e-9))
         if not self._fixed:
-            self._likelihood.noise = noise
+            self._likelihood.noise = f64(noise)
         elif self._learn_extra:
-            self._likelihood.second_noise = noise
+            self._likelihood.second_noise = f64(noise)
 
     def _optimise(self, X, Y) -> tuple[int, int]:
         model, likelihood = self._model, self._likelihood

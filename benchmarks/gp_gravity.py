@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--fit-points", type=int, default=3000)
     ap.add_argument("--grid", type=int, default=500)
     ap.add_argument("--std-grid", type=int, default=60)
-    ap.add_argument("--tile", type=int, default=2048)
+    ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-iter", type=int, default=50)
     args = ap.parse_args()

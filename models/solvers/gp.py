@@ -99,7 +99,7 @@ class ExactGPSolver:
     """
 
     def __init__(self, kernel: str = "matern52", noise_floor: float = 1e-6, max_iter: int = 100,
-                 lr: float = 1.0, seed: int = 0, tol: float = 1e-7, tile_size: int = 4096,
+                 lr: float = 1.0, seed: int = 0, tol: float = 1e-7, tile_size: int = 1024,
                  fit_max_points: int | None = None):
         if kernel not in KERNELS:
             raise ValueError(f"ExactGPSolver: argument 'kernel': expected one of {KERNELS}, got {kernel!r}")

@@ -186,3 +186,21 @@ def test_bad_query_and_unfitted_use():
         s.predict_grid(np.array([]), np.linspace(0, 1, 3))
     with pytest.raises(ValueError, match="argument 'kernel'"):
         ExactGPSolver(kernel="matern32")
+
+
+def test_subset_hyperparameters_condition_on_all_points_and_are_deterministic():
+    rng = np.random.default_rng(8)
+    x, _, y = draw_prior(rng, 300, [0.3, 0.3], 1.0, 0.02)
+    a = ExactGPSolver(fit_max_points=120, seed=3).fit(x, y)
+    b = ExactGPSolver(fit_max_points=120, seed=3).fit(x, y)
+    assert a.info["n_fit"] == 120 and a.info["n"] == 300
+    assert a.hyperparameters() == b.hyperparameters()
+    # Same hyperparameters, fixed, on all 300 points: the subset only chose them.
+    full = ExactGPSolver().fit(x, y, optimise=False, initial=a.hyperparameters())
+    xq = rng.uniform(size=(40, 2))
+    for got, want in zip(a.predict(xq), full.predict(xq)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    # And conditioning on all points is not the same as on the subset alone.
+    sub = np.sort(np.random.default_rng(3).choice(300, 120, replace=False))
+    only = ExactGPSolver().fit(x[sub], y[sub], optimise=False, initial=a.hyperparameters())
+    assert np.max(np.abs(only.predict(xq)[1] - a.predict(xq)[1])) > 1e-3

@@ -156,10 +156,10 @@ def test_recovers_constant_darcy_conductivity():
     rng = np.random.default_rng(3)
     x = rng.uniform(size=(200, 2))
     y = np.sin(math.pi * x[:, 0]) * np.sin(math.pi * x[:, 1]) + 0.01 * rng.standard_normal(200)
-    solver = PINNEnsembleSolver("darcy", members=4, width=24, depth=2, steps=300, lr=1e-2,
+    solver = PINNEnsembleSolver("darcy", members=4, width=24, depth=2, steps=400, lr=1e-2,
                                 n_collocation=64, pde_weight=0.1, parameter_init=1.0, seed=1)
     solver.fit(x, y, 0.01, source=source, domain=[(0, 1), (0, 1)])
     assert solver.info["parameter"] == "k"
-    # Prior median 1.0, truth 2.0: measured members within about 1 %.
+    # Prior median 1.0, truth 2.0: measured members 1.990-2.008 (400 steps; 2.06-2.08 after 300).
     assert abs(solver.info["parameter_mean"] - k_true) < 0.05 * k_true
     assert solver.info["parameter_std"] < 0.05 * k_true

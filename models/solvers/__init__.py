@@ -5,6 +5,7 @@ imaging samplers produce, so the pipeline stores and displays both alike.
 """
 
 from .gp import ExactGPSolver
+from .pinn import PINNEnsembleSolver
 from .summary import FieldPosterior
 
-__all__ = ["ExactGPSolver", "FieldPosterior"]
+__all__ = ["ExactGPSolver", "FieldPosterior", "PINNEnsembleSolver"]

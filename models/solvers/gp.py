@@ -35,41 +35,15 @@ import gpytorch
 import numpy as np
 import torch
 
+from .inputs import fail as _fail
+from .inputs import points as _points
+from .inputs import values as _values
 from .summary import FieldPosterior
 
 MAX_EXACT_POINTS = 25_000
 """Cholesky (not CG/Lanczos) is used in GPyTorch up to this many observations."""
 
 KERNELS = ("matern52", "rbf")
-
-
-def _fail(where: str, argument: str, expected: str, got) -> None:
-    raise ValueError(f"{where}: argument {argument!r}: expected {expected}, got {got}")
-
-
-def _coordinates(where: str, name: str, x) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        _fail(where, name, "a numeric (n, 2) array of coordinates", type(x).__name__)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        _fail(where, name, "shape (n, 2): one (x, y) coordinate pair per row", arr.shape)
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.sum(~np.isfinite(arr).all(axis=1)))
-        _fail(where, name, "finite coordinates", f"{bad} rows with NaN or infinity")
-    return arr
-
-
-def _values(where: str, name: str, y, n: int) -> np.ndarray:
-    try:
-        arr = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError):
-        _fail(where, name, "a numeric (n,) array", type(y).__name__)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        _fail(where, name, f"shape ({n},), one value per row of x", arr.shape)
-    if not np.all(np.isfinite(arr)):
-        _fail(where, name, "finite values", f"{int(np.sum(~np.isfinite(arr)))} NaN or infinite values")
-    return arr
 
 
 class _ExactGPModel(gpytorch.models.ExactGP):
@@ -131,7 +105,7 @@ class ExactGPSolver:
         the hyperparameters used.
         """
         where = "ExactGPSolver.fit"
-        x = _coordinates(where, "x", x)
+        x = _points(where, "x", x)
         n = x.shape[0]
         y = _values(where, "y", y, n)
         if n < 3:
@@ -338,7 +312,7 @@ class ExactGPSolver:
         per-point variance and returns ``(mean, None)``.
         """
         self._require_fit("predict")
-        xq = _coordinates("ExactGPSolver.predict", "xq", xq)
+        xq = _points("ExactGPSolver.predict", "xq", xq)
         tile = self.tile_size if tile_size is None else int(tile_size)
         if tile < 1:
             raise ValueError(f"ExactGPSolver.predict: argument 'tile_size': expected >= 1, got {tile}")

@@ -42,37 +42,10 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from .pde import INPUT_DIMS, PARAMETER_NAMES, PDES, residual
+from .inputs import fail as _fail
+from .inputs import points as _points
+from .inputs import values as _values
 from .summary import FieldPosterior
-
-
-def _fail(where: str, argument: str, expected: str, got) -> None:
-    raise ValueError(f"{where}: argument {argument!r}: expected {expected}, got {got}")
-
-
-def _points(where: str, name: str, x, dim: int) -> np.ndarray:
-    labels = "(x, y, t)" if dim == 3 else "(x, y)"
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        _fail(where, name, f"a numeric (n, {dim}) array of {labels} points", type(x).__name__)
-    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] == 0:
-        _fail(where, name, f"shape (n, {dim}) with n >= 1: one {labels} point per row", arr.shape)
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.sum(~np.isfinite(arr).all(axis=1)))
-        _fail(where, name, "finite coordinates", f"{bad} rows with NaN or infinity")
-    return arr
-
-
-def _values(where: str, name: str, y, n: int) -> np.ndarray:
-    try:
-        arr = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError):
-        _fail(where, name, "a numeric (n,) array", type(y).__name__)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        _fail(where, name, f"shape ({n},), one value per row of the points", arr.shape)
-    if not np.all(np.isfinite(arr)):
-        _fail(where, name, "finite values", f"{int(np.sum(~np.isfinite(arr)))} NaN or infinite values")
-    return arr
 
 
 def _noise(where: str, sigma, n: int) -> np.ndarray:

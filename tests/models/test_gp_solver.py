@@ -10,13 +10,7 @@ from scipy.stats import norm
 from models.solvers import ExactGPSolver, FieldPosterior
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small dense problems: extra threads only contend with the other jobs on the machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: threads only contend
 
 
 def matern52(a, b, lengthscale, outputscale):

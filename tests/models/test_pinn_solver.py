@@ -12,13 +12,7 @@ from models.solvers import FieldPosterior
 from models.solvers.pinn import PINNEnsembleSolver
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small networks: extra threads only contend with the other jobs on the machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: threads only contend
 
 
 KAPPA = 0.1

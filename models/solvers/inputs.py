@@ -1,0 +1,41 @@
+"""Checks of the arrays a field solver is given, shared by the GP and PINN solvers.
+
+`models` cannot import `data.errors`, so a bad argument is a ValueError whose message names the
+call, the argument and what was expected, in the style of models/uq.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fail(where: str, argument: str, expected: str, got) -> None:
+    raise ValueError(f"{where}: argument {argument!r}: expected {expected}, got {got}")
+
+
+def points(where: str, name: str, x, dim: int = 2) -> np.ndarray:
+    """``(n, dim)`` finite float64 coordinates: ``(x, y)`` or, for dim 3, ``(x, y, t)``."""
+    labels = "(x, y, t)" if dim == 3 else "(x, y)"
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        fail(where, name, f"a numeric (n, {dim}) array of {labels} points", type(x).__name__)
+    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] == 0:
+        fail(where, name, f"shape (n, {dim}) with n >= 1: one {labels} point per row", arr.shape)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr).all(axis=1)))
+        fail(where, name, "finite coordinates", f"{bad} rows with NaN or infinity")
+    return arr
+
+
+def values(where: str, name: str, y, n: int) -> np.ndarray:
+    """``(n,)`` finite float64 values, one per point."""
+    try:
+        arr = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        fail(where, name, "a numeric (n,) array", type(y).__name__)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        fail(where, name, f"shape ({n},), one value per point", arr.shape)
+    if not np.all(np.isfinite(arr)):
+        fail(where, name, "finite values", f"{int(np.sum(~np.isfinite(arr)))} NaN or infinite values")
+    return arr

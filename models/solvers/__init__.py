@@ -5,7 +5,8 @@ imaging samplers produce, so the pipeline stores and displays both alike.
 """
 
 from .gp import ExactGPSolver
+from .gp_scalable import SparseGPSolver
 from .pinn import PINNEnsembleSolver
 from .summary import FieldPosterior
 
-__all__ = ["ExactGPSolver", "FieldPosterior", "PINNEnsembleSolver"]
+__all__ = ["ExactGPSolver", "FieldPosterior", "PINNEnsembleSolver", "SparseGPSolver"]

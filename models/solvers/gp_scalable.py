@@ -182,7 +182,6 @@ class SparseGPSolver:
             steps, elbo = (self._train(X, Y, n) if optimise else (0, None))
         train_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._X_n = n
         self._optimal_q(X, Y)
         self.info = {
             "kernel": self.kernel,

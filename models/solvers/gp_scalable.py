@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from scipy.cluster.vq import kmeans2
 
+from .gp_common import Standardisation, grid_posterior, scaled_kernel
 from .inputs import fail as _fail
 from .inputs import points as _points
 from .inputs import values as _values
@@ -59,11 +60,7 @@ class _SVGPModel(gpytorch.models.ApproximateGP):
             self, inducing, distribution, learn_inducing_locations=learn_inducing)
         super().__init__(strategy)
         self.mean_module = gpytorch.means.ConstantMean()
-        if kernel == "matern52":
-            base = gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=2)
-        else:
-            base = gpytorch.kernels.RBFKernel(ard_num_dims=2)
-        self.covar_module = gpytorch.kernels.ScaleKernel(base)
+        self.covar_module = scaled_kernel(kernel)
 
     def forward(self, x):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
@@ -146,12 +143,9 @@ class SparseGPSolver:
         y = _values(where, "y", y, n)
         if n < 3:
             _fail(where, "x", "at least 3 observations", n)
-        self._x_mean = x.mean(axis=0)
-        self._x_scale = x.std(axis=0)
-        if np.any(self._x_scale == 0):
-            _fail(where, "x", "coordinates that vary along both axes", f"std per axis {self._x_scale.tolist()}")
-        self._y_mean = float(y.mean())
-        self._y_scale = float(y.std()) or 1.0
+        scaling = Standardisation.of(where, x, y)
+        self._x_mean, self._x_scale, self._y_mean, self._y_scale = (
+            scaling.x_mean, scaling.x_scale, scaling.y_mean, scaling.y_scale)
         X = torch.from_numpy((x - self._x_mean) / self._x_scale)
         Y = torch.from_numpy((y - self._y_mean) / self._y_scale)
 
@@ -349,13 +343,5 @@ class SparseGPSolver:
 
     def predict_grid(self, xs, ys, *, include_noise: bool = False, tile_size: int | None = None) -> FieldPosterior:
         """Posterior over the grid ``ys x xs``: arrays of shape (len(ys), len(xs))."""
-        xs = np.asarray(xs, dtype=np.float64)
-        ys = np.asarray(ys, dtype=np.float64)
-        for name, a in (("xs", xs), ("ys", ys)):
-            if a.ndim != 1 or a.size == 0:
-                _fail("SparseGPSolver.predict_grid", name, "a non-empty 1-D array of grid coordinates", a.shape)
-        gx, gy = np.meshgrid(xs, ys)
-        mean, std = self.predict(np.column_stack([gx.ravel(), gy.ravel()]), include_noise=include_noise,
-                                 tile_size=tile_size)
-        shape = (ys.size, xs.size)
-        return FieldPosterior(mean.reshape(shape), std.reshape(shape), dict(self.info))
+        return grid_posterior("SparseGPSolver.predict_grid", self.predict, xs, ys, self.info,
+                              include_noise=include_noise, tile_size=tile_size)

@@ -152,7 +152,7 @@ def main() -> None:
         "data": str(args.data), "crs": crs, "n_stations_file_merged": int(n_all), "n_stations_used": int(xy.shape[0]),
         "target": f"free-air anomaly (g - WGS84 normal gravity + {FREE_AIR_MGAL_PER_M} h) minus a degree-"
                   f"{args.trend_degree} verde.Trend fitted per training fold",
-        "residual_std_mgal": float(np.std(anomaly)),
+        "free_air_anomaly_std_mgal": float(np.std(anomaly)),
         "folds": args.folds, "block_km": args.block_km, "fit_points": args.fit_points, "seed": args.seed,
         "threads": torch.get_num_threads(), "load_seconds": load_s,
         "gp": {

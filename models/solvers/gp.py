@@ -35,7 +35,7 @@ import gpytorch
 import numpy as np
 import torch
 
-from .gp_common import Standardisation, grid_posterior, scaled_kernel
+from .gp_common import Standardisation, grid_posterior, kernel_matrix, scaled_kernel
 from .inputs import fail as _fail
 from .inputs import points as _points
 from .inputs import values as _values
@@ -223,23 +223,8 @@ class ExactGPSolver:
         return total
 
     def _kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """k(a, b) in standardised units with the fitted hyperparameters, for a tile of rows.
-
-        Written out rather than through ``covar_module``: GPyTorch's lazy kernel evaluation
-        keeps several (rows x n) temporaries and costs more than the prediction itself; two
-        coordinates make the squared distance a pair of broadcasts. The closed-form tests pin
-        it to the same kernel GPyTorch optimised.
-        """
-        ls = self._lengthscale_std
-        a = a / ls
-        b = b / ls
-        d2 = (a[:, :1] - b[:, 0]).square_()
-        d2 += (a[:, 1:] - b[:, 1]).square_()
-        if self.kernel == "rbf":
-            return d2.mul_(-0.5).exp_().mul_(self._outputscale)
-        s5r = d2.sqrt().mul_(math.sqrt(5.0))
-        k = d2.mul_(5.0 / 3.0).add_(s5r).add_(1.0)
-        return k.mul_(s5r.neg_().exp_()).mul_(self._outputscale)
+        """k(a, b) in standardised units with the fitted hyperparameters, for a tile of rows."""
+        return kernel_matrix(self.kernel, a, b, self._lengthscale_std, self._outputscale)
 
     def _cache(self) -> None:
         """Cholesky factor of K + noise over all observations, built in row tiles (bounded temporaries)."""

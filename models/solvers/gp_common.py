@@ -4,11 +4,13 @@ caller's), and the grid posterior built from point predictions."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import gpytorch
 import numpy as np
+import torch
 
 from .inputs import fail
 from .summary import FieldPosterior
@@ -23,6 +25,25 @@ def scaled_kernel(kind: str) -> gpytorch.kernels.ScaleKernel:
     else:
         base = gpytorch.kernels.RBFKernel(ard_num_dims=2)
     return gpytorch.kernels.ScaleKernel(base)
+
+
+def kernel_matrix(kind: str, a: torch.Tensor, b: torch.Tensor, lengthscale: torch.Tensor,
+                  outputscale: float) -> torch.Tensor:
+    """k(a, b) for two coordinates, written out rather than through a GPyTorch kernel.
+
+    GPyTorch's lazy kernel evaluation keeps several (rows x n) temporaries and costs more than
+    the prediction itself; with two coordinates the squared distance is a pair of broadcasts, so
+    a tile of rows needs bounded memory. The closed-form tests pin it to GPyTorch's kernel.
+    """
+    a = a / lengthscale
+    b = b / lengthscale
+    d2 = (a[:, :1] - b[:, 0]).square_()
+    d2 += (a[:, 1:] - b[:, 1]).square_()
+    if kind == "rbf":
+        return d2.mul_(-0.5).exp_().mul_(outputscale)
+    s5r = d2.sqrt().mul_(math.sqrt(5.0))
+    k = d2.mul_(5.0 / 3.0).add_(s5r).add_(1.0)
+    return k.mul_(s5r.neg_().exp_()).mul_(outputscale)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from scipy.cluster.vq import kmeans2
 
-from .gp_common import Standardisation, grid_posterior, scaled_kernel
+from .gp_common import Standardisation, grid_posterior, kernel_matrix, scaled_kernel
 from .inputs import fail as _fail
 from .inputs import points as _points
 from .inputs import values as _values
@@ -64,19 +64,6 @@ class _SVGPModel(gpytorch.models.ApproximateGP):
 
     def forward(self, x):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
-def _kernel(kind: str, a: torch.Tensor, b: torch.Tensor, lengthscale: torch.Tensor, outputscale: float) -> torch.Tensor:
-    """k(a, b) for two coordinates, written out (no lazy tensors): bounded temporaries per tile."""
-    a = a / lengthscale
-    b = b / lengthscale
-    d2 = (a[:, :1] - b[:, 0]).square_()
-    d2 += (a[:, 1:] - b[:, 1]).square_()
-    if kind == "rbf":
-        return d2.mul_(-0.5).exp_().mul_(outputscale)
-    s5r = d2.sqrt().mul_(math.sqrt(5.0))
-    k = d2.mul_(5.0 / 3.0).add_(s5r).add_(1.0)
-    return k.mul_(s5r.neg_().exp_()).mul_(outputscale)
 
 
 class SparseGPSolver:
@@ -258,7 +245,7 @@ class SparseGPSolver:
             Z = m.variational_strategy.inducing_points.detach().clone()
             self._Z = Z
             mz = Z.shape[0]
-            Kuu = _kernel(self.kernel, Z, Z, self._ls, self._os)
+            Kuu = kernel_matrix(self.kernel, Z, Z, self._ls, self._os)
             Kuu.diagonal().add_(self.jitter * self._os)
             self._Luu = torch.linalg.cholesky(Kuu)
             KK = torch.zeros((mz, mz), dtype=torch.float64)
@@ -266,7 +253,7 @@ class SparseGPSolver:
             n = X.shape[0]
             quad_r = 0.0
             for start in range(0, n, self.batch_size):
-                Kuf = _kernel(self.kernel, Z, X[start:start + self.batch_size], self._ls, self._os)
+                Kuf = kernel_matrix(self.kernel, Z, X[start:start + self.batch_size], self._ls, self._os)
                 r = Y[start:start + self.batch_size] - self._mean_const
                 KK.addmm_(Kuf, Kuf.T)
                 Kr.addmv_(Kuf, r)
@@ -328,7 +315,7 @@ class SparseGPSolver:
         t0 = time.perf_counter()
         with torch.no_grad():
             for start in range(0, q, tile):
-                Kus = _kernel(self.kernel, self._Z, Xq[start:start + tile], self._ls, self._os)
+                Kus = kernel_matrix(self.kernel, self._Z, Xq[start:start + tile], self._ls, self._os)
                 mean[start:start + tile] = (self._mean_const + Kus.T @ self._w).numpy()
                 if return_std:
                     v = torch.linalg.solve_triangular(self._Luu, Kus, upper=False)

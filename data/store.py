@@ -55,7 +55,11 @@ __all__ = [
 ]
 
 IMAGE_VARIABLES = ("mean", "std", "lower", "upper")
-"""Posterior summaries every store holds, float32 over ``(slice, y, x)``."""
+"""Posterior summaries every store holds, float32 over the layout's dims: ``(slice, y, x)`` for CT,
+``(time, y, x)`` or ``(y, x)`` for fields, with a trailing ``component`` for vector fields."""
+
+LEADING_DIMS = ("slice", "time", "y")
+"""The region axis: CT slices, field time steps, or the rows of a static field (grid tiles)."""
 
 STORE_FORMAT = "inversa-result-store"
 STORE_FORMAT_VERSION = 1
@@ -98,6 +102,12 @@ class StoreLayout:
     with_reference: bool
     metric_names: tuple[str, ...]
     slice_labels: tuple[Any, ...] | None
+    leading_dim: str = "slice"
+    x_coord: tuple[float, ...] | None = None
+    y_coord: tuple[float, ...] | None = None
+    coord_units: str = "mm"
+    components: tuple[str, ...] | None = None
+    labels_are_datetimes: bool = False
 
     @classmethod
     def build(
@@ -112,8 +122,20 @@ class StoreLayout:
         with_reference: bool,
         metric_names: Sequence[str],
         slice_coord: Sequence[Any] | np.ndarray | None,
+        leading_dim: str = "slice",
+        x_coord: Sequence[float] | np.ndarray | None = None,
+        y_coord: Sequence[float] | np.ndarray | None = None,
+        coord_units: str = "mm",
+        components: Sequence[str] | None = None,
     ) -> "StoreLayout":
-        """Validate the caller's values; ``region_size`` is capped at ``n_slices``."""
+        """Validate the caller's values; ``region_size`` is capped at ``n_slices``.
+
+        CT stores use the defaults: regions along ``slice``, pixel centres from ``pixel_size_mm``.
+        Field stores give ``leading_dim`` ``"time"`` (regions are time steps) or ``"y"`` (a static
+        field whose regions are bands of rows, ``n_slices`` then equals the number of rows),
+        explicit cell-centre coordinates ``x_coord``/``y_coord`` in ``coord_units``, and for a
+        vector field the names of its ``components`` (a trailing dim).
+        """
         n_slices = _positive_int(n_slices, "n_slices")
         shape = tuple(image_shape)
         if len(shape) != 2:
@@ -136,20 +158,38 @@ class StoreLayout:
                 )
         if len(set(names)) != len(names):
             raise StoreInputError(f"metric_names: expected unique names, got {list(names)}")
-        labels = None
+        if leading_dim not in LEADING_DIMS:
+            raise StoreInputError(f"leading_dim: expected one of {LEADING_DIMS}, got {leading_dim!r}")
+        if leading_dim == "y":
+            if n_slices != shape[0]:
+                raise StoreInputError(
+                    f"n_slices: a store with regions along y has one per row ({shape[0]}), got {n_slices}")
+            if slice_coord is not None:
+                raise StoreInputError("slice_coord: a store with regions along y takes its labels from y_coord")
+        labels, datetimes = None, False
         if slice_coord is not None:
             array = np.asarray(slice_coord)
             if array.shape != (n_slices,):
                 raise StoreInputError(
                     f"slice_coord: expected {n_slices} labels (one per slice), got shape {array.shape}"
                 )
-            if array.dtype.kind not in "iufU":
+            if array.dtype.kind not in "iufUM":
                 raise StoreInputError(
-                    f"slice_coord: expected integer, float or string labels, got dtype {array.dtype}"
+                    f"slice_coord: expected integer, float, string or datetime labels, got dtype {array.dtype}"
                 )
             if len(np.unique(array)) != n_slices:
                 raise StoreInputError("slice_coord: expected unique labels, got repeated ones")
-            labels = tuple(array.tolist())
+            datetimes = array.dtype.kind == "M"
+            labels = tuple(str(v) for v in array.astype("datetime64[ns]")) if datetimes else tuple(array.tolist())
+        x_values = _axis_coord(x_coord, shape[1], "x_coord")
+        y_values = _axis_coord(y_coord, shape[0], "y_coord")
+        if not isinstance(coord_units, str) or not coord_units:
+            raise StoreInputError(f"coord_units: expected a unit name such as 'mm', 'm' or 'degrees', got {coord_units!r}")
+        comps = None
+        if components is not None:
+            comps = tuple(components)
+            if not comps or len(set(comps)) != len(comps) or not all(isinstance(c, str) and c for c in comps):
+                raise StoreInputError(f"components: expected unique non-empty names, got {components!r}")
         return cls(
             n_slices=n_slices,
             image_shape=shape,
@@ -160,11 +200,18 @@ class StoreLayout:
             with_reference=bool(with_reference),
             metric_names=names,
             slice_labels=labels,
+            leading_dim=leading_dim,
+            x_coord=x_values,
+            y_coord=y_values,
+            coord_units=coord_units,
+            components=comps,
+            labels_are_datetimes=datetimes,
         )
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "StoreLayout":
         labels = obj["slice_labels"]
+        optional = lambda key: None if obj.get(key) is None else tuple(obj[key])  # noqa: E731
         return cls(
             n_slices=int(obj["n_slices"]),
             image_shape=tuple(int(v) for v in obj["image_shape"]),
@@ -175,14 +222,32 @@ class StoreLayout:
             with_reference=bool(obj["with_reference"]),
             metric_names=tuple(obj["metric_names"]),
             slice_labels=None if labels is None else tuple(labels),
+            leading_dim=obj.get("leading_dim", "slice"),
+            x_coord=optional("x_coord"),
+            y_coord=optional("y_coord"),
+            coord_units=obj.get("coord_units", "mm"),
+            components=optional("components"),
+            labels_are_datetimes=bool(obj.get("labels_are_datetimes", False)),
         )
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["image_shape"] = list(self.image_shape)
-        out["metric_names"] = list(self.metric_names)
-        out["slice_labels"] = None if self.slice_labels is None else list(self.slice_labels)
+        for key in ("image_shape", "metric_names", "slice_labels", "x_coord", "y_coord", "components"):
+            out[key] = None if out[key] is None else list(out[key])
         return out
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Dims of ``mean``, ``std``, ``lower``, ``upper`` (and ``reference``): region axis first."""
+        spatial = ("y", "x") if self.leading_dim == "y" else (self.leading_dim, "y", "x")
+        return spatial + (("component",) if self.components else ())
+
+    @property
+    def cell_shape(self) -> tuple[int, ...]:
+        """Shape of one index along the region axis: an image, or a row of a static field."""
+        height, width = self.image_shape
+        spatial = (width,) if self.leading_dim == "y" else (height, width)
+        return spatial + ((len(self.components),) if self.components else ())
 
     @property
     def regions(self) -> list[tuple[int, int]]:
@@ -226,6 +291,7 @@ class ResultStore:
         metric_names: Sequence[str] = (),
         slice_coord: Sequence[Any] | np.ndarray | None = None,
         overwrite: bool = False,
+        **field_layout: Any,
     ) -> "ResultStore":
         """Create the store, or reopen it for resume when it was made for the same run.
 
@@ -234,6 +300,8 @@ class ResultStore:
         regions already done stay done. A different digest or layout raises ``StoreConflict``
         unless ``overwrite`` is true, in which case the new template is built first and then
         swapped in. A path that holds anything but an inversa store is always refused.
+        ``field_layout``: the field-store keywords of ``StoreLayout.build`` (``leading_dim``,
+        ``x_coord``, ``y_coord``, ``coord_units``, ``components``).
         """
         path = Path(path)
         layout = StoreLayout.build(
@@ -246,6 +314,7 @@ class ResultStore:
             with_reference=with_reference,
             metric_names=metric_names,
             slice_coord=slice_coord,
+            **field_layout,
         )
         provenance = _jsonable(dict(provenance), "provenance")
         for key in REQUIRED_DIGESTS:
@@ -416,8 +485,8 @@ class ResultStore:
         """
         start, stop = self._region_bounds(index)
         n = stop - start
-        height, width = self.layout.image_shape
-        where = f"{self.path} region {index} (slices {start}:{stop})"
+        cell = self.layout.cell_shape
+        where = f"{self.path} region {index} ({self.layout.leading_dim} {start}:{stop})"
 
         arrays: dict[str, np.ndarray] = {}
         uncertainty = (std, lower, upper)
@@ -425,7 +494,7 @@ class ResultStore:
             raise StoreInputError(f"{where}: give all of std, lower and upper, or none (a point estimate)")
         for name, value in zip(IMAGE_VARIABLES, (mean, *uncertainty)):
             if value is not None:
-                arrays[name] = _checked_array(value, name, (n, height, width), np.float32, where)
+                arrays[name] = _checked_array(value, name, (n, *cell), np.float32, where)
         if self.layout.n_samples and samples_written:
             if samples is not None:
                 raise StoreInputError(f"{where}: got 'samples' and samples_written=True; give one or the other")
@@ -436,7 +505,7 @@ class ResultStore:
                     f"n_samples={self.layout.n_samples}"
                 )
             arrays["samples"] = _checked_array(
-                samples, "samples", (self.layout.n_samples, n, height, width), np.float32, where
+                samples, "samples", (self.layout.n_samples, n, *cell), np.float32, where
             )
         elif samples is not None:
             raise StoreInputError(f"{where}: got 'samples' but the store was created with n_samples=0")
@@ -445,7 +514,7 @@ class ResultStore:
                 raise StoreInputError(
                     f"{where}: 'reference' is required, the store was created with with_reference=True"
                 )
-            arrays["reference"] = _checked_array(reference, "reference", (n, height, width), np.float32, where)
+            arrays["reference"] = _checked_array(reference, "reference", (n, *cell), np.float32, where)
         elif reference is not None:
             raise StoreInputError(f"{where}: got 'reference' but the store was created with with_reference=False")
         for name, value in (metrics or {}).items():
@@ -488,20 +557,21 @@ class ResultStore:
         :meth:`write_region` records it, so a crash between blocks leaves it to be redone.
         """
         start, stop = self._region_bounds(index)
-        height, width = self.layout.image_shape
-        where = f"{self.path} region {index} (slices {start}:{stop})"
+        cell = self.layout.cell_shape
+        where = f"{self.path} region {index} ({self.layout.leading_dim} {start}:{stop})"
         if not self.layout.n_samples:
             raise StoreInputError(f"{where}: got samples but the store was created with n_samples=0")
         array = np.asarray(block)
-        if array.ndim != 4:
-            raise StoreInputError(f"{where}: variable 'samples' block has shape {array.shape}, expected (k, {stop - start}, {height}, {width})")
+        if array.ndim != 2 + len(cell):
+            raise StoreInputError(f"{where}: variable 'samples' block has shape {array.shape}, "
+                                  f"expected (k, {stop - start}, {', '.join(map(str, cell))})")
         k = array.shape[0]
         first = int(first_sample)
         if first < 0 or first + k > self.layout.n_samples:
             raise StoreInputError(
                 f"{where}: samples {first}..{first + k - 1} out of range; the store holds {self.layout.n_samples}"
             )
-        array = _checked_array(array, "samples", (k, stop - start, height, width), np.float32, where)
+        array = _checked_array(array, "samples", (k, stop - start, *cell), np.float32, where)
         group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
         group["samples"][first:first + k, start:stop] = array
 
@@ -593,7 +663,8 @@ class ResultStore:
 def _template_dataset(layout: StoreLayout, provenance: Mapping[str, Any]) -> xr.Dataset:
     """All variables as lazy NaN arrays chunked one region per chunk, with coords and attrs."""
     n, (height, width), r = layout.n_slices, layout.image_shape, layout.region_size
-    image_dims = ("slice", "y", "x")
+    image_dims, cell = layout.dims, layout.cell_shape
+    lead = layout.leading_dim
 
     def empty(shape, chunks, dtype):
         return da.full(shape, np.nan, dtype=dtype, chunks=chunks)
@@ -608,37 +679,48 @@ def _template_dataset(layout: StoreLayout, provenance: Mapping[str, Any]) -> xr.
     for name in IMAGE_VARIABLES:
         variables[name] = (
             image_dims,
-            empty((n, height, width), (r, height, width), np.float32),
+            empty((n, *cell), (r, *cell), np.float32),
             {"long_name": descriptions[name]},
         )
     if layout.n_samples:
         variables["samples"] = (
             ("sample",) + image_dims,
-            empty((layout.n_samples, n, height, width), (1, r, height, width), np.float32),
+            empty((layout.n_samples, n, *cell), (1, r, *cell), np.float32),
             {"long_name": "posterior samples"},
         )
     if layout.with_reference:
         variables["reference"] = (
             image_dims,
-            empty((n, height, width), (r, height, width), np.float32),
+            empty((n, *cell), (r, *cell), np.float32),
             {"long_name": "reference (ground truth) image"},
         )
     for name in layout.metric_names:
-        variables[f"metric_{name}"] = (("slice",), empty((n,), (r,), np.float64), {"long_name": name})
+        variables[f"metric_{name}"] = ((lead,), empty((n,), (r,), np.float64), {"long_name": name})
 
-    slice_values = np.arange(n) if layout.slice_labels is None else np.asarray(layout.slice_labels)
+    units = {"units": layout.coord_units}
+    x_values = pixel_centres(width, layout.pixel_size_mm) if layout.x_coord is None else np.asarray(layout.x_coord)
+    y_values = pixel_centres(height, layout.pixel_size_mm) if layout.y_coord is None else np.asarray(layout.y_coord)
     coords = {
-        "slice": ("slice", slice_values),
-        "y": ("y", pixel_centres(height, layout.pixel_size_mm), {"units": "mm", "long_name": "pixel centre y"}),
-        "x": ("x", pixel_centres(width, layout.pixel_size_mm), {"units": "mm", "long_name": "pixel centre x"}),
+        "y": ("y", y_values, {**units, "long_name": "cell centre y"}),
+        "x": ("x", x_values, {**units, "long_name": "cell centre x"}),
     }
+    if lead != "y":
+        labels = np.arange(n) if layout.slice_labels is None else np.asarray(layout.slice_labels)
+        if layout.labels_are_datetimes:
+            labels = labels.astype("datetime64[ns]")
+        coords[lead] = (lead, labels)
+    if layout.components:
+        coords["component"] = ("component", np.asarray(layout.components))
     attrs = {
         "credible_level": layout.credible_level,
         "inversa_version": inversa_version(),
-        "pixel_size_mm": layout.pixel_size_mm,
         "region_size": layout.region_size,
         "provenance": dict(provenance),
     }
+    if layout.x_coord is None:
+        attrs["pixel_size_mm"] = layout.pixel_size_mm
+    else:
+        attrs["coord_units"] = layout.coord_units
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
@@ -803,6 +885,18 @@ def inversa_version() -> str:
         return str(tomllib.loads(pyproject.read_text())["project"]["version"])
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         return "0+unknown"
+
+
+def _axis_coord(values: Any, size: int, name: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (size,) or not np.all(np.isfinite(array)):
+        raise StoreInputError(f"{name}: expected {size} finite cell-centre coordinates, got shape {array.shape}")
+    steps = np.diff(array)
+    if size > 1 and not (np.all(steps > 0) or np.all(steps < 0)):
+        raise StoreInputError(f"{name}: expected strictly monotonic coordinates")
+    return tuple(array.tolist())
 
 
 def _positive_int(value: Any, name: str) -> int:

@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from flows import cli_batch, cli_serve, cli_server
+from flows import cli_batch, cli_field_study, cli_serve, cli_server
 
 
 def _quiet_prefect_defaults() -> None:
@@ -35,6 +35,7 @@ EXAMPLES = {
     "batch": cli_batch.EXAMPLE,
     "server": "inversa server start   |   inversa server status   |   inversa server stop",
     "serve": "inversa serve ct-fbp --cron '0 2 * * *' --inputs /data/scans --output /data/recon",
+    "field-study": cli_field_study.EXAMPLE,
 }
 
 
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_server.add_arguments(add("server", "Start, stop or check the local Prefect server (API and UI) in the background."))
     cli_serve.add_arguments(add("serve", "Serve a recipe as a scheduled batch deployment on the Prefect server."))
+    cli_field_study.add_arguments(add("field-study", "Simulate a PDE field study (Darcy or heat) with its exact truth."))
     return parser
 
 
@@ -117,6 +119,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"recipe": recipe.model_dump(), "recipe_digest": recipe.digest(), "plan": plan.as_dict()},
                          indent=2, default=str))
+        return 0
+    if recipe.kind == "field":
+        print(f"recipe     {recipe.name}  ({recipe.digest()[:19]})")
+        for line in plan.describe(recipe.region_size):
+            print(line)
+        print(f"output     {plan.output or '(none given: pass --output to run)'}")
         return 0
     print(f"recipe     {recipe.name}  ({recipe.digest()[:19]})")
     print(f"input      {plan.input}")
@@ -294,7 +302,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_show, "train-prior": cmd_train_prior,
-            "batch": cli_batch.run, "server": cli_server.run, "serve": cli_serve.run}
+            "batch": cli_batch.run, "server": cli_server.run, "serve": cli_serve.run,
+            "field-study": cli_field_study.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tasks.methods import PRIOR_PARAM, PriorNotFound, method_names, prior_record, uses_prior, validate_method_params
 from models.samplers import REGISTRY
@@ -38,6 +38,35 @@ class MethodSpec(_Strict):
 class GridSpec(_Strict):
     size: int | None = Field(default=None, ge=8, le=8192)
     pixel_size_mm: float | None = Field(default=None, gt=0)
+
+
+class FieldGridSpec(_Strict):
+    """A field's target grid (data.fields.FieldGrid.from_spec): for scattered observations only."""
+
+    extent: list[float] | None = Field(default=None, min_length=4, max_length=4)
+    spacing: float | None = Field(default=None, gt=0)
+    shape: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    padding: float | None = Field(default=None, ge=0)
+    mask: Literal["convex-hull"] | None = None
+
+
+class ObservationSpec(_Strict):
+    """How to read field observations (data/readers/field_input.py)."""
+
+    columns: dict[str, str | list[str]] | None = None
+    units: str | None = None
+    projection: Literal["auto", "lonlat"] | None = "auto"
+    duplicates: Literal["error", "mean"] = "error"
+
+
+class HoldoutSpec(_Strict):
+    """Observed points withheld from the solver to score it (tasks/field_problem.py)."""
+
+    fraction: float = Field(gt=0, lt=1)
+    seed: int = 0
+
+
+FIELD_ONLY = ("observations", "holdout", "variable")
 
 
 class CalibrationSpec(_Strict):
@@ -68,7 +97,7 @@ class RunnerSpec(_Strict):
 class Recipe(_Strict):
     name: str
     description: str = ""
-    kind: Literal["ct"] = "ct"
+    kind: Literal["ct", "field"] = "ct"
     input: str | None = None
     format: str | None = None
     reader_options: dict[str, Any] = Field(default_factory=dict)
@@ -79,7 +108,10 @@ class Recipe(_Strict):
     start_angle_deg: float = 0.0
     view_step: int = Field(default=1, ge=1)
     method: MethodSpec
-    grid: GridSpec = Field(default_factory=GridSpec)
+    grid: GridSpec | FieldGridSpec = Field(default_factory=GridSpec)
+    observations: ObservationSpec | None = None
+    holdout: HoldoutSpec | None = None
+    variable: str | None = None
     samples: int = Field(default=16, ge=1, le=10000)
     credible_level: float = Field(default=0.9, gt=0, lt=1)
     store_samples: bool = False
@@ -91,7 +123,12 @@ class Recipe(_Strict):
 
     @field_validator("method")
     @classmethod
-    def _known_method(cls, spec: MethodSpec) -> MethodSpec:
+    def _known_method(cls, spec: MethodSpec, info: ValidationInfo) -> MethodSpec:
+        if info.data.get("kind") == "field":
+            from tasks.field_methods import field_method
+
+            field_method(spec.name, spec.params)
+            return spec
         if spec.name not in method_names():
             raise ValueError(
                 f"unknown method {spec.name!r}; expected one of {', '.join(sorted(method_names()))}"
@@ -105,6 +142,28 @@ class Recipe(_Strict):
             value = getattr(self, field)
             if value is not None and not str(value).strip():
                 raise ValueError(f"{field} is empty")
+        return self
+
+    @model_validator(mode="after")
+    def _sections_fit_the_kind(self) -> "Recipe":
+        if self.kind == "field":
+            if self.calibration is not None:
+                raise ValueError("calibration: not available for field recipes (their intervals are Gaussian "
+                                 "posteriors; score them with holdout: {fraction: ...})")
+            if self.store_samples:
+                raise ValueError("store_samples: field solvers store mean, std and the interval, not samples")
+            if isinstance(self.grid, GridSpec):
+                if self.grid.size is not None or self.grid.pixel_size_mm is not None:
+                    raise ValueError("grid: size and pixel_size_mm are CT settings; a field grid takes "
+                                     "extent, spacing or shape, padding, mask")
+                self.grid = FieldGridSpec()
+        else:
+            if isinstance(self.grid, FieldGridSpec):
+                raise ValueError("grid: extent, spacing, shape, padding and mask are for kind: field; "
+                                 "a CT grid takes size and pixel_size_mm")
+            for name in FIELD_ONLY:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: only for kind: field recipes")
         return self
 
     @model_validator(mode="after")
@@ -129,7 +188,10 @@ class Recipe(_Strict):
         retrained checkpoint at the same path never resumes a store made with the old one.
         """
         payload = self.model_dump(exclude={"input", "output", "description", "device", "runner"})
-        if uses_prior(self.method.name) and PRIOR_PARAM in self.method.params:
+        for name in FIELD_ONLY:  # absent from CT recipes: their digests stay what they were
+            if payload[name] is None:
+                payload.pop(name)
+        if self.kind == "ct" and uses_prior(self.method.name) and PRIOR_PARAM in self.method.params:
             try:
                 payload["prior_weights_sha256"] = prior_record(self.method.params[PRIOR_PARAM])["weights_sha256"]
             except PriorNotFound:

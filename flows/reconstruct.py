@@ -22,7 +22,7 @@ from data.store_lock import StoreLock
 from flows.recipe import load_recipe
 from flows.scheduling import StoreJob, reconstruct_stores
 from tasks.measurement import uses_gpu
-from tasks.pipeline import calibrate_task, create_store_task, plan_task, report_task
+from tasks.pipeline import calibrate_task, create_store_task, fit_field_task, plan_task, report_task
 from tasks.plan import dataset_name
 
 
@@ -94,6 +94,10 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
             "%s: interval scale %.3g from %d simulated pairs (coverage %.3f -> %.3f on them)",
             dataset, record["scale"], record["pairs"], record["coverage_before"], record["coverage_after"],
         )
+
+    if getattr(plan, "global_fit", False) and pending:
+        record = fit_field_task.with_options(task_run_name=f"fit {dataset}", tags=tags)(store_path, spec)
+        logger.info("%s: %s fitted once for all regions in %.1f s", dataset, plan.method, record["seconds"])
 
     job = StoreJob(dataset, store_path, spec, pending, store.regions, frozenset(tags))
     outcome = reconstruct_stores([job], key, f"Regions of {dataset} reconstructed", hook=progress_hook)[dataset]

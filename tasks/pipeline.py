@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from data.errors import InvalidMeasurement
 from data.store import ResultStore
 from tasks.calibration import CALIBRATION_FILE, calibrate
+from tasks.field_run import ensure_fit
 from tasks.gpu import gpu_slot
 from tasks.plan import Plan, create_store, make_plan
 from tasks.region import TransientError, reconstruct_region
@@ -73,6 +74,8 @@ def prepare_store_task(recipe: dict[str, Any], recipe_digest: str, overwrite: bo
     """
     plan = make_plan(recipe)
     store = create_store(recipe, recipe_digest, plan, overwrite)
+    if getattr(plan, "global_fit", False) and store.pending_regions():
+        ensure_fit(str(store.path), recipe)  # a field's one-off fit, before any of its regions
     return {
         "store": str(store.path),
         "pending": store.pending_regions(),
@@ -132,6 +135,7 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, A
 
 reconstruct_regions_task = retrying_task(reconstruct_regions, "reconstruct-regions")
 calibrate_task = retrying_task(calibrate, "calibrate")
+fit_field_task = retrying_task(ensure_fit, "fit-field")
 
 
 def calibration_summary(store: ResultStore) -> dict[str, Any]:

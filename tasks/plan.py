@@ -80,8 +80,16 @@ def plan_regions(n_slices: int, region_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + region_size, n_slices)) for a in range(0, n_slices, region_size)]
 
 
+def is_field(recipe: dict[str, Any]) -> bool:
+    return recipe.get("kind") == "field"
+
+
 def make_plan(recipe: dict[str, Any]) -> Plan:
     """Validate the input (and reference) and size the run, writing nothing."""
+    if is_field(recipe):
+        from tasks.field_run import make_field_plan
+
+        return make_field_plan(recipe)
     measurement = load_measurement(recipe)
     grid = grid_for(recipe, measurement)
     geometry = geometry_for(measurement, grid)
@@ -178,6 +186,10 @@ def interval_attrs(plan: Plan) -> dict[str, Any]:
 
 
 def create_store(recipe: dict[str, Any], recipe_digest: str, plan: Plan, overwrite: bool) -> ResultStore:
+    if is_field(recipe):
+        from tasks.field_run import create_field_store
+
+        return create_field_store(recipe, recipe_digest, plan, overwrite)
     store = _create_store(recipe, recipe_digest, plan, overwrite)
     attrs = interval_attrs(plan)
     if any(store.attrs.get(k) != v for k, v in attrs.items()):
@@ -221,7 +233,12 @@ def check_output(recipe: dict[str, Any], recipe_digest: str, overwrite: bool) ->
     differ = []
     if stored.get("recipe_digest") != recipe_digest:
         differ.append(f"recipe digest {str(stored.get('recipe_digest'))[:19]} != {recipe_digest[:19]}")
-    digest = input_digest(recipe["input"])
+    if is_field(recipe):
+        from tasks.field_run import field_input_digest
+
+        digest = field_input_digest(recipe["input"])
+    else:
+        digest = input_digest(recipe["input"])
     if stored.get("input_digest") != digest:
         differ.append(f"input digest {str(stored.get('input_digest'))[:19]} != {digest[:19]}")
     if differ:

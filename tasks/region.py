@@ -273,6 +273,10 @@ def interval_scale(store: ResultStore, recipe: dict[str, Any]) -> float:
 
 def reconstruct_region(store_path: str, index: int, recipe: dict[str, Any]) -> dict[str, Any]:
     """Reconstruct region `index` of the store at `store_path`; returns its manifest record."""
+    if recipe.get("kind") == "field":
+        from tasks.field_run import reconstruct_field_region
+
+        return reconstruct_field_region(store_path, index, recipe)
     started = time.perf_counter()
     store = ResultStore.open(store_path)
     start, stop = store.regions[index]

@@ -33,6 +33,10 @@ def artifact_key(*parts: str) -> str:
 
 def summarize(store: ResultStore) -> dict[str, Any]:
     """Run-level metrics: per-slice metrics averaged, seconds and NFE summed over regions."""
+    from tasks.field_report import is_field_store, summarize_field
+
+    if is_field_store(store):
+        return summarize_field(store)
     ds = store.to_xarray()
     summary: dict[str, Any] = {"slices": int(ds.sizes["slice"])}
     for name in ds.data_vars:
@@ -59,6 +63,10 @@ def _fmt(value: Any) -> str:
 
 
 def preview_markdown(store: ResultStore, title: str, slice_index: int = 0) -> str:
+    from tasks.field_report import field_preview_markdown, is_field_store
+
+    if is_field_store(store):
+        return field_preview_markdown(store, title)
     ds = store.to_xarray().isel(slice=slice_index)
     panels, names = [downsample(np.asarray(ds["mean"].values), PREVIEW_PIXELS)], ["mean"]
     std = np.asarray(ds["std"].values)

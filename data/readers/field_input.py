@@ -1,0 +1,94 @@
+"""One entry point for a field recipe's input: which reader, from the path alone.
+
+A field run may start from a CSV of stations, a NetCDF/zarr file of scattered observations
+(what ``inversa field-study`` writes), a NetCDF/zarr grid with gaps (sea-surface temperature),
+or PIV frames (one ``.vec`` file, a directory of them, or a glob). The recipe should not have to
+say which: the suffix, and for NetCDF/zarr the presence of a ``sensor`` dim, decide. Every
+branch ends in one of the two validators of data/fields.py, so the solver side sees exactly two
+shapes: scattered (``value`` over ``sensor``) or gridded (field variables over ``y, x`` with a
+``mask``).
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any, Mapping
+
+import xarray as xr
+
+from data.errors import InvalidMeasurement, MissingFile
+from data.fields import SENSOR, validate_field_observations
+from data.readers.field_csv import read_field_csv
+from data.readers.field_grid import read_field_grid
+from data.readers.piv_vec import read_piv_series, read_piv_vec
+from data.readers.sniff import is_zarr_directory, require_exists
+from data.readers.xarray_files import open_dataset_file
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.xz", ".csv.bz2", ".csv.zip", ".txt", ".txt.gz", ".txt.xz")
+FIELD_SUFFIXES = CSV_SUFFIXES + (".vec", ".nc", ".zarr")
+"""What a directory listing of field inputs picks up (besides PIV directories)."""
+
+SCATTERED, GRIDDED = "scattered", "gridded"
+
+
+def field_input_kind(ds: xr.Dataset) -> str:
+    """``"scattered"`` or ``"gridded"``: the shape of a dataset ``read_field_input`` returned."""
+    return SCATTERED if SENSOR in ds.dims else GRIDDED
+
+
+def _vec_files(path: str) -> list[Path] | None:
+    """The .vec frames a path means (a file, a directory of them, a glob), else None."""
+    if any(ch in path for ch in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(path, recursive=True))
+        if not matches:
+            raise MissingFile(path, "(input)", "files matching the pattern", "no match")
+        return matches if all(p.suffix.lower() == ".vec" for p in matches) else None
+    p = Path(path)
+    if p.is_dir() and not is_zarr_directory(p):
+        frames = sorted(p.glob("*.vec"))
+        if not frames:
+            raise InvalidMeasurement(p, "(input)", "a directory of .vec PIV frames, a file or a zarr store",
+                                     "a directory without .vec files")
+        return frames
+    return [p] if p.suffix.lower() == ".vec" else None
+
+
+def read_field_input(path: str | Path, options: Mapping[str, Any] | None = None,
+                     variable: str | None = None) -> xr.Dataset:
+    """Read a field input as validated scattered observations or a validated gridded field.
+
+    ``options`` (the recipe's ``observations`` section): ``columns``, ``units``, ``projection``,
+    ``duplicates`` for CSV (see data/readers/field_csv.py); ``units`` also names the unit of a
+    grid variable that has none; ``duplicates`` applies to scattered NetCDF too. ``variable``
+    picks the grid variable (``--set variable=NAME``).
+    """
+    options = dict(options or {})
+    text = str(path)
+    frames = _vec_files(text)
+    if frames is not None:
+        for frame in frames:
+            require_exists(frame)
+        return read_piv_vec(frames[0]) if len(frames) == 1 and not Path(text).is_dir() else read_piv_series(frames)
+    p = require_exists(path)
+    name = p.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        if not options.get("columns"):
+            raise InvalidMeasurement(p, "observations.columns",
+                                     "a column mapping such as {x: longitude, y: latitude, value: gravity_mgal}",
+                                     "none (CSV files carry no schema)")
+        return read_field_csv(p, options["columns"], units=options.get("units"),
+                              projection=options.get("projection", "auto"),
+                              duplicates=options.get("duplicates", "error"))
+    if is_zarr_directory(p) or name.endswith((".nc", ".nc4", ".cdf", ".h5", ".hdf5")):
+        ds = open_dataset_file(p, "zarr" if is_zarr_directory(p) else "netcdf")
+        if SENSOR in ds.dims:
+            if variable not in (None, "value"):
+                raise InvalidMeasurement(p, str(variable), "scattered observations store their values as 'value'",
+                                         "another variable name")
+            return validate_field_observations(ds.load(), source=p, duplicates=options.get("duplicates", "error"))
+        return read_field_grid(p, variable=variable, units=options.get("units"))
+    raise InvalidMeasurement(
+        p, "(input)", f"a field file ({', '.join(FIELD_SUFFIXES)}) or a directory of .vec frames",
+        f"suffix {p.suffix or '(none)'!r}",
+    )

@@ -1,0 +1,80 @@
+"""Run-level scores of a field store and its preview for the UI.
+
+Scores are pooled, not averaged: the RMSE against a reference is over every cell of every time
+step, the held-out RMSE over every withheld point (from the one-off fit's record, or summed from
+the regions' records), and coverage is the fraction of those values inside the credible interval.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from data.png import data_uri, downsample, side_by_side
+from data.store import ResultStore
+from tasks.field_run import FIT_FILE
+
+PREVIEW_PIXELS = 160
+HOLDOUT_KEYS = ("holdout_n", "holdout_sq_error", "holdout_covered")
+
+
+def is_field_store(store: ResultStore) -> bool:
+    return store.provenance.get("kind") == "field"
+
+
+def summarize_field(store: ResultStore) -> dict[str, Any]:
+    ds = store.to_xarray()
+    layout = store.layout
+    summary: dict[str, Any] = {layout.leading_dim if layout.leading_dim != "y" else "rows": int(layout.n_slices)}
+    mean = np.asarray(ds["mean"].values, dtype=np.float64)
+    std = np.asarray(ds["std"].values, dtype=np.float64)
+    summary["cells"] = int(np.isfinite(mean).sum())
+    summary["mean_std"] = float(np.nanmean(std)) if np.isfinite(std).any() else math.nan
+    if store.has_reference:
+        ref = np.asarray(ds["reference"].values, dtype=np.float64)
+        lower, upper = (np.asarray(ds[n].values, dtype=np.float64) for n in ("lower", "upper"))
+        finite = np.isfinite(mean) & np.isfinite(ref)
+        if finite.any():
+            err = mean[finite] - ref[finite]
+            summary["rmse"] = float(np.sqrt(np.mean(err ** 2)))
+            summary["relative_rmse"] = summary["rmse"] / (float(np.std(ref[finite])) or 1.0)
+            summary["coverage"] = float(np.mean((lower[finite] <= ref[finite]) & (ref[finite] <= upper[finite])))
+    records = [store.region_record(i) for i in sorted(store.done_regions())]
+    fit = store.read_meta_json(FIT_FILE)
+    sources = [fit] if fit is not None else [r.get("info", {}) for r in records]
+    totals = {key: sum(s.get(key, 0) for s in sources) for key in HOLDOUT_KEYS}
+    if totals["holdout_n"]:
+        summary["holdout_points"] = int(totals["holdout_n"])
+        summary["holdout_rmse"] = math.sqrt(totals["holdout_sq_error"] / totals["holdout_n"])
+        summary["holdout_coverage"] = totals["holdout_covered"] / totals["holdout_n"]
+    if fit is not None:
+        summary["fit_seconds"] = float(fit.get("seconds", 0.0))
+        for solver in fit.get("info", {}).get("solvers", []):
+            if "parameter" in solver and "parameter_mean" in solver:
+                summary[f"{solver['parameter']}_mean"] = solver["parameter_mean"]
+                summary[f"{solver['parameter']}_std"] = solver["parameter_std"]
+    summary["seconds"] = float(sum(r.get("info", {}).get("seconds", 0.0) for r in records)) + summary.get("fit_seconds", 0.0)
+    summary["regions"] = len(store.regions)
+    summary["regions_done"] = len(records)
+    return summary
+
+
+def field_preview_markdown(store: ResultStore, title: str) -> str:
+    """Mean and std (the first time step; the speed for a vector field), and |mean - reference|."""
+    ds = store.to_xarray()
+    if store.layout.leading_dim == "time":
+        ds = ds.isel(time=0)
+    names = ["mean", "std"] + (["reference"] if store.has_reference else [])
+    arrays = {n: np.asarray(ds[n].values, dtype=np.float64) for n in names}
+    if store.layout.components:
+        arrays = {n: np.sqrt(np.sum(a ** 2, axis=-1)) for n, a in arrays.items()}
+    panels = [downsample(arrays["mean"][::-1], PREVIEW_PIXELS), downsample(arrays["std"][::-1], PREVIEW_PIXELS)]
+    labels = ["mean" + (" speed" if store.layout.components else ""), "std"]
+    if store.has_reference:
+        panels.append(downsample(np.abs(arrays["mean"] - arrays["reference"])[::-1], PREVIEW_PIXELS))
+        labels.append("|mean - reference|")
+    where = "first time step" if store.layout.leading_dim == "time" else "the field"
+    return (f"### {title}\n\n{where.capitalize()}, north up, left to right: {', '.join(labels)}.\n\n"
+            f"![preview]({data_uri(side_by_side(panels))})\n")

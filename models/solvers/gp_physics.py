@@ -164,6 +164,14 @@ def _evaluate(where: str, name: str, fn, pts: np.ndarray) -> np.ndarray:
     return vals
 
 
+def _explicit_boundary_points(where: str, boundary: tuple) -> np.ndarray:
+    """The points of a ``(points (m, 2), values (m,))`` boundary."""
+    if len(boundary) != 2:
+        _fail(where, "boundary", "a number, a callable, or a pair (points (m, 2), values (m,))",
+              f"a tuple of {len(boundary)}")
+    return _points(where, "boundary[0]", boundary[0])
+
+
 class PhysicsGPSolver:
     """GP field solver constrained by ``-k laplace(u) = f``: ``fit``, then ``predict`` or ``predict_grid``.
 
@@ -208,8 +216,8 @@ class PhysicsGPSolver:
 
     def _boundary(self, where: str, boundary, domain) -> tuple[np.ndarray, np.ndarray]:
         """Boundary observations: (points, values) as given, or a value/function on the domain's edges."""
-        if isinstance(boundary, tuple) and len(boundary) == 2 and not callable(boundary[0]):
-            pts = _points(where, "boundary[0]", boundary[0])
+        if isinstance(boundary, tuple):
+            pts = _explicit_boundary_points(where, boundary)
             return pts, _values(where, "boundary[1]", boundary[1], pts.shape[0])
         pts = perimeter_points(domain, self.n_boundary)
         return pts, _evaluate(where, "boundary", boundary, pts)
@@ -220,7 +228,8 @@ class PhysicsGPSolver:
         """Condition on sensors ``(x, y)``, boundary values and the PDE; optimise hyperparameters first
         unless ``optimise=False``.
 
-        ``x`` (n, 2), ``y`` (n,); n = 0 (``x`` of shape (0, 2)) conditions on the physics alone.
+        ``x`` (n, 2), ``y`` (n,); n = 0 (``x`` of shape (0, 2)) conditions on the physics alone
+        (``y`` empty or ``None``).
         ``y_noise_std`` (n,): known noise std of each sensor, to which the learned homoscedastic
         noise is added. ``source``: ``f`` as a number or a callable (m, 2) ndarray -> (m,) ndarray;
         ``k`` the known constant coefficient (> 0; 1 for Poisson). ``domain`` (xmin, xmax, ymin,
@@ -241,9 +250,8 @@ class PhysicsGPSolver:
             _fail(where, "k", "a positive finite number (the constant coefficient)", k)
         if source is None:
             _fail(where, "source", "a number or a callable (m, 2) ndarray -> (m,) ndarray", None)
-        explicit = boundary if isinstance(boundary, tuple) else None
-        bpts_given = None if explicit is None else _points(where, "boundary[0]", explicit[0])
-        dom = _domain(where, domain, x, bpts_given)
+        given = _explicit_boundary_points(where, boundary) if isinstance(boundary, tuple) else None
+        dom = _domain(where, domain, x, given)
         if boundary is None:
             xb, yb = np.empty((0, 2)), np.empty(0)
         else:
@@ -307,9 +315,9 @@ class PhysicsGPSolver:
             empty = False
         x = np.empty((0, 2)) if empty else _points(where, "x", x)
         n = x.shape[0]
-        y = _values(where, "y", y, n) if n else np.asarray(y, dtype=np.float64).reshape(-1)
-        if y.shape != (n,):
-            _fail(where, "y", f"shape ({n},), one value per point", y.shape)
+        if n == 0 and y is not None and np.size(y) != 0:
+            _fail(where, "y", "no values when x has no points (shape (0, 2))", np.shape(y))
+        y = _values(where, "y", y, n) if n else np.empty(0)
         _distinct(where, "x", x)
         return x, y, _noise_stds(where, "y_noise_std", y_noise_std, n)
 

@@ -137,6 +137,28 @@ def test_fixed_hyperparameters_match_closed_form(with_data):
     assert solver.info["log_marginal_likelihood"] == pytest.approx(lml, abs=1e-6)
 
 
+def test_boundary_as_points_equals_boundary_as_function():
+    from models.solvers.gp_physics import perimeter_points
+
+    dom = (0.0, 2.0, 0.0, 1.0)
+    g = lambda p: p[:, 0] * p[:, 1]  # noqa: E731
+    pts = perimeter_points(dom, 20)
+    # the perimeter points lie on the edges, equally spaced by arc length (perimeter 6, step 0.3)
+    on_edge = np.isclose(pts[:, 0], 0) | np.isclose(pts[:, 0], 2) | np.isclose(pts[:, 1], 0) | np.isclose(pts[:, 1], 1)
+    assert on_edge.all() and np.allclose(pts[1] - pts[0], [0.3, 0.0])
+    hp = {"lengthscale": 0.5, "outputscale": 1.0, "noise": 1e-4, "mean": 0.0}
+    common = dict(source=1.0, domain=dom, optimise=False, initial=hp)
+    xq = np.random.default_rng(0).uniform(0, 1, size=(25, 2)) * [2, 1]
+    a = PhysicsGPSolver(n_collocation=30, n_boundary=20).fit(np.empty((0, 2)), None, boundary=g, **common)
+    b = PhysicsGPSolver(n_collocation=30).fit(np.empty((0, 2)), [], boundary=(pts, g(pts)), **common)
+    (ma, sa), (mb, sb) = a.predict(xq), b.predict(xq)
+    np.testing.assert_allclose(mb, ma, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sb, sa, rtol=0, atol=1e-12)
+    # the boundary values are honoured at the boundary: posterior close to g there
+    mean_b, _ = a.predict(pts)
+    np.testing.assert_allclose(mean_b, g(pts), atol=0.02)
+
+
 # ---------------------------------------------------------------- the Darcy study
 
 @pytest.fixture(scope="module")
@@ -234,6 +256,8 @@ def _fit(**kw):
     (dict(domain=(0, 1, 1, 0.5)), r"'domain'.*non-empty rectangle"),
     (dict(domain=(0, 1, 0)), r"'domain'.*four finite numbers"),
     (dict(boundary=lambda p: np.zeros(3)), r"'boundary'.*shape \(64,\)"),
+    (dict(boundary=(np.zeros((3, 2)), np.zeros(3), 1.0)), r"'boundary'.*a pair \(points.*got a tuple of 3"),
+    (dict(boundary=(np.zeros((3, 2)), np.zeros(4))), r"'boundary\[1\]'.*shape \(3,\)"),
     (dict(initial={"lengthscale": -1.0}), r"initial\['lengthscale'\].*positive"),
     (dict(initial={"variance": 1.0}), r"'initial'.*keys among"),
 ])
@@ -251,6 +275,8 @@ def test_bad_observations_and_constructor():
         PhysicsGPSolver().fit(x[1:].tolist() + [[0.9, 0.9]], np.zeros(2), source=1.0)
     with pytest.raises(ValueError, match=r"'domain'.*when there are no observations"):
         PhysicsGPSolver().fit(np.empty((0, 2)), np.empty(0), source=1.0)
+    with pytest.raises(ValueError, match=r"'y'.*no values when x has no points"):
+        PhysicsGPSolver().fit(np.empty((0, 2)), [1.0], source=1.0, domain=(0, 1, 0, 1))
     with pytest.raises(ValueError, match=r"'pde_noise'.*positive"):
         PhysicsGPSolver(pde_noise=0.0)
     with pytest.raises(ValueError, match=r"'n_collocation'.*integer >= 1"):

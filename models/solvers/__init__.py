@@ -5,8 +5,9 @@ imaging samplers produce, so the pipeline stores and displays both alike.
 """
 
 from .gp import ExactGPSolver
+from .gp_physics import PhysicsGPSolver
 from .gp_scalable import SparseGPSolver
 from .pinn import PINNEnsembleSolver
 from .summary import FieldPosterior
 
-__all__ = ["ExactGPSolver", "FieldPosterior", "PINNEnsembleSolver", "SparseGPSolver"]
+__all__ = ["ExactGPSolver", "FieldPosterior", "PhysicsGPSolver", "PINNEnsembleSolver", "SparseGPSolver"]

@@ -36,7 +36,9 @@ import numpy as np
 import torch
 
 from .gp_common import Standardisation, grid_posterior, kernel_matrix, scaled_kernel
+from .inputs import distinct as _distinct
 from .inputs import fail as _fail
+from .inputs import noise_stds as _noise_stds
 from .inputs import points as _points
 from .inputs import values as _values
 from .summary import FieldPosterior
@@ -107,14 +109,8 @@ class ExactGPSolver:
         y = _values(where, "y", y, n)
         if n < 3:
             _fail(where, "x", "at least 3 observations", n)
-        n_unique = np.unique(x, axis=0).shape[0]
-        if n_unique < n:
-            _fail(where, "x", "distinct coordinates (average duplicates first)", f"{n - n_unique} duplicated rows")
-        noise_std = None
-        if y_noise_std is not None:
-            noise_std = _values(where, "y_noise_std", y_noise_std, n)
-            if np.any(noise_std <= 0):
-                _fail(where, "y_noise_std", "positive standard deviations", f"min {noise_std.min()}")
+        _distinct(where, "x", x)
+        noise_std = _noise_stds(where, "y_noise_std", y_noise_std, n)
         scaling = Standardisation.of(where, x, y)
         self._x_mean, self._x_scale, self._y_mean, self._y_scale = (
             scaling.x_mean, scaling.x_scale, scaling.y_mean, scaling.y_scale)

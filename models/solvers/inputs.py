@@ -39,3 +39,21 @@ def values(where: str, name: str, y, n: int) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         fail(where, name, "finite values", f"{int(np.sum(~np.isfinite(arr)))} NaN or infinite values")
     return arr
+
+
+def distinct(where: str, name: str, x: np.ndarray) -> None:
+    """Reject repeated coordinates: a GP conditioned on two values at one point is ambiguous."""
+    n = x.shape[0]
+    n_unique = np.unique(x, axis=0).shape[0]
+    if n_unique < n:
+        fail(where, name, "distinct coordinates (average duplicates first)", f"{n - n_unique} duplicated rows")
+
+
+def noise_stds(where: str, name: str, s, n: int) -> np.ndarray | None:
+    """Known per-observation noise standard deviations: ``None``, or ``(n,)`` positive finite values."""
+    if s is None:
+        return None
+    arr = values(where, name, s, n)
+    if np.any(arr <= 0):
+        fail(where, name, "positive standard deviations", f"min {arr.min()}")
+    return arr

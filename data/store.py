@@ -741,6 +741,9 @@ def _write_template(target: Path, layout: StoreLayout, provenance: Mapping[str, 
         # zarr notes that consolidated metadata is not (yet) in the v3 spec; we rely on it so
         # that readers never list the `_inversa` directory.
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        # Text labels (vector components, slice names) are fixed-length UTF-32 in zarr-python 3,
+        # which zarr marks as not yet in the v3 spec; zarr-python and xarray read them back.
+        warnings.filterwarnings("ignore", message=r"The data type \(FixedLengthUTF32")
         ds.to_zarr(
             target,
             mode="w-",

@@ -228,12 +228,16 @@ def _global_points(problem: FieldProblem, method: FieldMethod) -> tuple[Points, 
 
 
 def holdout_scores(model: FieldModel, held: Points, level: float) -> dict[str, float]:
-    """Sums for pooled held-out RMSE and coverage (pooled over regions by the summary)."""
+    """Sums for pooled held-out RMSE and coverage (pooled over regions by the summary).
+
+    A held-out value is a measurement, noise included, so it is scored against the predictive
+    distribution of a new measurement: latent variance plus the observation-noise variance.
+    """
     if held.n == 0:
         return {"holdout_n": 0, "holdout_sq_error": 0.0, "holdout_covered": 0}
     mean, std = model.predict(held)
     error = np.asarray(mean) - held.values
-    half = interval_z(level) * np.asarray(std)
+    half = interval_z(level) * np.sqrt(np.asarray(std) ** 2 + model.noise_variance())
     return {"holdout_n": int(error.size), "holdout_sq_error": float(np.sum(error ** 2)),
             "holdout_covered": int(np.sum(np.abs(error) <= half))}
 

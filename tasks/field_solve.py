@@ -139,8 +139,9 @@ class FieldModel:
         noise_std = None if noise is None else np.full(len(y), noise)
         if method.name == "gp":
             return solver.fit(xy, y, noise_std, **options)
+        (x0, x1), (y0, y1) = self._domain()
         return solver.fit(xy, y, noise_std, source=source_function(problem["source"], np), k=float(problem["k"]),
-                          domain=self._domain(), boundary=self._boundary(), **options)
+                          domain=(x0, x1, y0, y1), boundary=problem["boundary_value"], **options)
 
     def _fit_pinn(self, points: Points, noise: float, state: dict | None, arrays: dict):
         solver_class = type(self.method.build())
@@ -165,6 +166,17 @@ class FieldModel:
             if self.method.name == "sparse-gp":
                 arrays[f"c{c}.inducing"] = solver.inducing_points()
         return {"components": components}, arrays
+
+    def noise_variance(self) -> np.ndarray:
+        """Observation-noise variance per component (scalar array for a scalar field): what a new
+        measurement adds to the latent posterior variance. Given noise plus any learned extra."""
+        given = self.info.get("noise_std")
+        given_var = 0.0 if given is None else float(given) ** 2
+        if self.method.name == "pinn":
+            return np.asarray(given_var)
+        learned = np.array([float(s.hyperparameters().get("noise", 0.0)) for s in self.solvers])
+        total = learned + given_var
+        return total if self.problem.components else total[0]
 
     # ---------------------------------------------------------------- prediction
     def predict(self, points: Points) -> tuple[np.ndarray, np.ndarray]:

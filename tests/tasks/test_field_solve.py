@@ -1,0 +1,126 @@
+"""The field run's problem and model layer: holdout splits, fit-once-and-rebuild, method checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.errors import InvalidGrid, InvalidMeasurement, OutsideGrid
+from data.synthetic_fields import simulate_darcy_study
+from tasks.field_methods import field_method
+from tasks.field_problem import load_field_problem
+from tasks.field_solve import FieldModel
+
+
+@pytest.fixture(scope="module")
+def darcy(tmp_path_factory):
+    from flows.cli_field_study import write_field_study
+
+    root = tmp_path_factory.mktemp("darcy")
+    return write_field_study("darcy", root / "d.nc", {"n": 17, "n_sensors": 60, "coefficient": "constant",
+                                                      "source": "sine", "noise_sigma": 0.01, "seed": 3})
+
+
+def _recipe(obs, truth=None, **extra):
+    recipe = {"kind": "field", "input": str(obs), "method": {"name": "gp", "params": {}}}
+    if truth is not None:
+        recipe["reference"] = str(truth)
+    recipe.update(extra)
+    return recipe
+
+
+def test_holdout_is_a_seeded_partition_of_the_observed_points(darcy):
+    obs, truth = darcy
+    problem = load_field_problem(_recipe(obs, truth, holdout={"fraction": 0.25, "seed": 4}))
+    fit, held = problem.observations(), problem.held_out()
+    assert (fit.n, held.n) == (45, 15)
+    both = np.concatenate([fit.xy, held.xy])
+    assert len(np.unique(both, axis=0)) == 60  # disjoint, and together every sensor
+    again = load_field_problem(_recipe(obs, truth, holdout={"fraction": 0.25, "seed": 4})).held_out()
+    np.testing.assert_array_equal(again.xy, held.xy)
+    other = load_field_problem(_recipe(obs, truth, holdout={"fraction": 0.25, "seed": 5})).held_out()
+    assert not np.array_equal(other.xy, held.xy)
+
+
+def test_output_grid_is_the_reference_grid_else_the_recipe_grid(darcy):
+    obs, truth = darcy
+    on_truth = load_field_problem(_recipe(obs, truth))
+    np.testing.assert_allclose(on_truth.xs, np.linspace(0, 1, 17))
+    assert on_truth.leading_dim == "y" and on_truth.n_leading == 17
+    own = load_field_problem(_recipe(obs, grid={"extent": [0, 1, 0, 1], "shape": [10, 20]}))
+    assert own.shape == (10, 20)
+    np.testing.assert_allclose(own.xs[:2], [0.025, 0.075])
+
+
+@pytest.mark.parametrize("method, params", [
+    ("gp", {}),
+    ("sparse-gp", {"inducing": 20, "min_steps": 20, "epochs": 1}),
+    ("gp-physics", {"source": "sine", "boundary_value": 0.0, "n_collocation": 64}),
+])
+def test_a_saved_fit_rebuilds_the_same_posterior(darcy, method, params):
+    obs, truth = darcy
+    problem = load_field_problem(_recipe(obs, truth))
+    spec = field_method(method, params)
+    points = problem.observations()
+    first = FieldModel(spec, problem).fit(points)
+    state, arrays = first.state()
+    rebuilt = FieldModel(spec, problem).fit(points, state, arrays)
+    assert rebuilt.info["restored"] and not first.info["restored"]
+    m1, s1 = first.predict_grid(problem.ys[3:9])
+    m2, s2 = rebuilt.predict_grid(problem.ys[3:9])
+    np.testing.assert_allclose(m2, m1, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(s2, s1, rtol=1e-9, atol=1e-9)
+    # a band of rows is the same as those rows of the whole grid (tiles do not change values)
+    whole, _ = first.predict_grid(problem.ys)
+    np.testing.assert_allclose(whole[3:9], m1, rtol=1e-9, atol=1e-9)
+
+
+def test_physics_gp_beats_the_plain_gp_on_the_pde_it_knows(darcy):
+    obs, truth = darcy
+    problem = load_field_problem(_recipe(obs, truth))
+    points = problem.observations()
+    errors = {}
+    for method, params in (("gp", {}), ("gp-physics", {"source": "sine", "boundary_value": 0.0, "n_collocation": 128})):
+        mean, _ = FieldModel(field_method(method, params), problem).fit(points).predict_grid(problem.ys)
+        errors[method] = float(np.sqrt(np.mean((mean - problem.reference) ** 2)))
+    assert errors["gp-physics"] < 0.3 * errors["gp"], errors
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("kriging", {}, "unknown field method 'kriging'"),
+    ("gp", {"lengthscale": 3}, r"unknown parameter\(s\) \['lengthscale'\]"),
+    ("gp-physics", {"source": "cosine"}, "'source': expected a number or one of"),
+    ("gp-physics", {"k": -1.0}, "'k': expected a number > 0"),
+    ("pinn", {"domain": [0, 1, 1, 0]}, "'domain'"),
+    ("pinn", {"pde": "wave"}, "pde"),
+    ("gp", {"kernel": "cubic"}, "kernel"),
+])
+def test_bad_method_parameters_are_named(method, params, message):
+    with pytest.raises(ValueError, match=message):
+        field_method(method, params)
+
+
+def test_bad_grids_and_inputs_fail_with_the_file_and_field_named(darcy, tmp_path):
+    obs, _ = darcy
+    with pytest.raises(InvalidGrid, match="shape"):
+        load_field_problem(_recipe(obs, grid={"extent": [0, 1, 0, 1], "shape": [0, 10]}))
+    with pytest.raises(OutsideGrid, match=str(obs.name)):
+        load_field_problem(_recipe(obs, grid={"extent": [0, 0.5, 0, 1], "spacing": 0.1}))
+    csv = tmp_path / "stations.csv"
+    csv.write_text("lon,lat,g\n10,20,1\n11,21,2\n12,20,3\n")
+    with pytest.raises(InvalidMeasurement, match="observations.columns"):
+        load_field_problem(_recipe(csv))
+    with pytest.raises(InvalidMeasurement, match="suffix '.txtx'"):
+        (tmp_path / "x.txtx").write_text("1")
+        load_field_problem(_recipe(tmp_path / "x.txtx"))
+
+
+def test_a_vector_field_needs_the_incompressible_pinn_not_the_heat_one():
+    from data.readers.piv_vec import read_piv_vec  # noqa: F401 - the reader the PIV input goes through
+    from tests.conftest import shared_file
+
+    frame = shared_file("fields/pivpy_soapfilm/Run000001.T000.D000.P000.H001.L.vec")
+    problem = load_field_problem(_recipe(frame))
+    assert problem.components == ("u", "v") and problem.kind == "gridded"
+    with pytest.raises(ValueError, match="pde=incompressible"):
+        FieldModel(field_method("pinn", {"pde": "heat"}), problem)

@@ -1,0 +1,111 @@
+"""Field recipes end to end through the reconstruct flow: store, metrics, provenance, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from data.store import ResultStore
+from flows.cli_field_study import write_field_study
+from flows.recipe import RecipeError, load_recipe
+from flows.reconstruct import reconstruct
+from tasks.field_run import FIT_FILE
+from tests.conftest import shared_file
+
+
+@pytest.fixture(scope="module")
+def darcy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("darcy")
+    return write_field_study("darcy", root / "d.nc", {"n": 21, "n_sensors": 80, "coefficient": "constant",
+                                                      "source": "sine", "noise_sigma": 0.01, "seed": 1})
+
+
+def _run(name, inp, output, *sets, reference=None):
+    recipe = load_recipe(name, list(sets), input=str(inp), output=str(output),
+                         reference=None if reference is None else str(reference))
+    return recipe, reconstruct(recipe.model_dump())
+
+
+def test_field_gp_writes_a_scored_y_x_store_in_row_bands_and_resumes_without_refitting(darcy, tmp_path):
+    obs, truth = darcy
+    out = tmp_path / "gp.zarr"
+    recipe, result = _run("field-gp", obs, out, "region_size=8", "holdout.fraction=0.2", reference=truth)
+    ds = xr.open_zarr(out)
+    ref = xr.open_dataset(truth)["u"]
+    assert ds["mean"].dims == ("y", "x") and ds["mean"].shape == (21, 21)
+    np.testing.assert_allclose(ds["x"].values, ref["x"].values)
+    for name in ("mean", "std", "lower", "upper", "reference"):
+        assert np.isfinite(ds[name].values).all(), name
+    # the summary's scores are the store's, pooled over every cell
+    err = ds["mean"].values.astype(np.float64) - ref.values
+    assert result["rmse"] == pytest.approx(np.sqrt(np.mean(err ** 2)), rel=1e-5)
+    inside = (ds["lower"].values <= ref.values) & (ref.values <= ds["upper"].values)
+    assert result["coverage"] == pytest.approx(inside.mean())
+    assert result["relative_rmse"] < 0.3 and 0.6 <= result["coverage"] <= 1.0
+    assert result["holdout_points"] == 16 and result["holdout_rmse"] < 0.1
+    store = ResultStore.open(out)
+    assert store.provenance["kind"] == "field" and store.provenance["recipe_digest"] == recipe.digest()
+    assert store.provenance["observations"] == {"fitted": 64, "held_out": 16}
+    fit = store.read_meta_json(FIT_FILE)
+    assert fit["state"]["components"][0]["hyperparameters"]["lengthscale"][0] > 0
+    # a rerun resumes: nothing refitted, nothing rewritten
+    before = (store.meta_path(FIT_FILE).stat().st_mtime_ns, [store.region_record(i) for i in range(3)])
+    _, again = _run("field-gp", obs, out, "region_size=8", "holdout.fraction=0.2", reference=truth)
+    assert again["rmse"] == result["rmse"]
+    assert (store.meta_path(FIT_FILE).stat().st_mtime_ns, [store.region_record(i) for i in range(3)]) == before
+
+
+def test_region_size_does_not_change_a_field_store(darcy, tmp_path):
+    obs, truth = darcy
+    _run("field-gp-physics", obs, tmp_path / "a.zarr", "region_size=4", "method.params.source=sine",
+         "method.params.n_collocation=64", reference=truth)
+    _run("field-gp-physics", obs, tmp_path / "b.zarr", "region_size=21", "method.params.source=sine",
+         "method.params.n_collocation=64", reference=truth)
+    a, b = xr.open_zarr(tmp_path / "a.zarr"), xr.open_zarr(tmp_path / "b.zarr")
+    for name in ("mean", "std"):
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.realdata
+def test_sst_gaps_filled_per_winter_with_held_out_ocean_points_scored(tmp_path):
+    sst = shared_file("fields/eofs/sst_ndjfm_anom.nc")
+    out = tmp_path / "sst.zarr"
+    _, result = _run("field-gp", sst, out, "holdout.fraction=0.3", "observations.units=K")
+    ds = xr.open_zarr(out)
+    source = xr.open_dataset(sst)
+    assert ds["mean"].dims == ("time", "y", "x") and ds["x"].attrs["units"] == "degrees_east"
+    np.testing.assert_array_equal(ds["x"].values, source["longitude"].values)
+    np.testing.assert_array_equal(ds["time"].values, source["time"].values)
+    ocean = np.isfinite(source["sst"].values[0])
+    assert np.isfinite(ds["mean"].values[:, ocean]).all()
+    assert result["holdout_points"] == 50 * round(0.3 * ocean.sum())
+    # measured: RMSE 0.121 K (the anomalies' std is about 0.5 K), 90 % coverage 0.904
+    assert result["holdout_rmse"] < 0.4 * float(np.nanstd(source["sst"].values))
+    assert 0.85 <= result["holdout_coverage"] <= 0.95
+    per_winter = ds["metric_holdout_coverage"].values
+    assert per_winter.shape == (50,) and np.isfinite(per_winter).all()
+
+
+def test_field_recipes_refuse_ct_sections_and_ct_recipes_field_sections():
+    with pytest.raises(RecipeError, match="calibration: not available for field recipes"):
+        load_recipe("field-gp", ["calibration.pairs=20"])
+    with pytest.raises(RecipeError, match="grid: size and pixel_size_mm are CT settings"):
+        load_recipe("field-gp", ["grid.size=64"])
+    with pytest.raises(RecipeError, match="holdout: only for kind: field"):
+        load_recipe("ct-fbp", ["holdout.fraction=0.1"])
+    with pytest.raises(RecipeError, match="unknown field method 'fbp'"):
+        load_recipe("field-gp", ["method.name=fbp"])
+
+
+def test_ct_recipe_digests_are_unchanged_by_field_support():
+    # The digest a CT store records must not move, or existing stores would stop resuming.
+    digest = load_recipe("ct-fbp").digest()
+    payload = load_recipe("ct-fbp").model_dump(exclude={"input", "output", "description", "device", "runner"})
+    for name in ("observations", "holdout", "variable"):
+        payload.pop(name)
+    import hashlib
+
+    assert digest == "sha256:" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

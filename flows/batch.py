@@ -195,9 +195,9 @@ def _prepare(specs: dict[str, tuple[dict[str, Any], str]], rows: dict[str, dict[
         spec = specs[dataset][0]
         total, pending = prepared["total"], list(prepared["pending"])
         rows[dataset]["status"] = "resumed" if len(pending) < total else "done"
-        regions = ResultStore.open(prepared["store"]).regions
+        layout = ResultStore.open(prepared["store"]).layout
         tags = frozenset({"gpu"}) if uses_gpu(spec) else frozenset()
-        jobs.append(StoreJob(dataset, prepared["store"], spec, pending, regions, tags))
+        jobs.append(StoreJob(dataset, prepared["store"], spec, pending, layout.regions, tags, layout.leading_dim))
     return jobs
 
 

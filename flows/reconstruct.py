@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from data.store import ResultStore
 from data.store_lock import StoreLock
 from flows.recipe import load_recipe
-from flows.scheduling import StoreJob, reconstruct_stores
+from flows.scheduling import StoreJob, axis_words, reconstruct_stores
 from tasks.measurement import uses_gpu
 from tasks.pipeline import calibrate_task, create_store_task, fit_field_task, plan_task, report_task
 from tasks.plan import dataset_name
@@ -81,8 +81,8 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
     pending = store.pending_regions()
     total = len(store.regions)
     logger.info(
-        "%s: %d slices in %d regions, %d already done; method %s; store %s",
-        dataset, plan.n_slices, total, total - len(pending), plan.method, store_path,
+        "%s: %d %s in %d regions, %d already done; method %s; store %s",
+        dataset, plan.n_slices, axis_words(store.layout.leading_dim)[1], total, total - len(pending), plan.method, store_path,
     )
     key = f"{parsed.name}-{dataset}"
 
@@ -99,7 +99,7 @@ def reconstruct(recipe: dict[str, Any], overwrite: bool = False) -> dict[str, An
         record = fit_field_task.with_options(task_run_name=f"fit {dataset}", tags=tags)(store_path, spec)
         logger.info("%s: %s fitted once for all regions in %.1f s", dataset, plan.method, record["seconds"])
 
-    job = StoreJob(dataset, store_path, spec, pending, store.regions, frozenset(tags))
+    job = StoreJob(dataset, store_path, spec, pending, store.regions, frozenset(tags), store.layout.leading_dim)
     outcome = reconstruct_stores([job], key, f"Regions of {dataset} reconstructed", hook=progress_hook)[dataset]
     if not outcome.ok:
         raise RegionsFailed(outcome.message(job)) from outcome.failures[0].error

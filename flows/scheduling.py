@@ -34,6 +34,7 @@ class StoreJob:
     pending: list[int]
     regions: list[tuple[int, int]]  # (start, stop) of every region of the store, for task names
     tags: frozenset[str] = frozenset()
+    axis: str = "slice"  # the store's region axis (data.store.LEADING_DIMS), for names and messages
 
 
 @dataclass
@@ -63,7 +64,8 @@ class StoreOutcome:
         first = min(self.failures, key=lambda f: f.index)
         cause = first.error.__cause__ if isinstance(first.error, RegionFailed) and first.error.__cause__ else first.error
         start, stop = job.regions[first.index]
-        where = f"slice {start}" if stop - start == 1 else f"slices {start}-{stop - 1}"
+        one, many = axis_words(job.axis)
+        where = f"{one} {start}" if stop - start == 1 else f"{many} {start}-{stop - 1}"
         return (
             f"{self.not_reconstructed} of {len(job.regions)} regions of {self.dataset} failed or were not reached "
             f"(first: region {first.index}, {where}: {type(cause).__name__}: {cause}); "
@@ -88,15 +90,24 @@ def worker_count() -> int:
     return max(1, min(os.cpu_count() or DEFAULT_WORKERS, 64))
 
 
+AXIS_WORDS = {"slice": ("slice", "slices"), "time": ("step", "steps"), "y": ("row", "rows")}
+
+
+def axis_words(axis: str) -> tuple[str, str]:
+    """What a region's indices count: CT slices; a field's time steps or grid rows."""
+    return AXIS_WORDS.get(axis, (axis, axis))
+
+
 def unit_name(job: StoreJob, unit: WorkUnit) -> str:
-    """A task run name that says which slices it covers, as the UI shows it."""
+    """A task run name that says which slices (time steps, grid rows) it covers, as the UI shows it."""
     first, last = job.regions[unit.regions[0]][0], job.regions[unit.regions[-1]][1] - 1
     contiguous = list(unit.regions) == list(range(unit.regions[0], unit.regions[-1] + 1))
+    one, many = axis_words(job.axis)
     if first == last:
-        return f"{job.dataset} slice {first}"
+        return f"{job.dataset} {one} {first}"
     if contiguous:
-        return f"{job.dataset} slices {first}-{last}"
-    return f"{job.dataset} {len(unit.regions)} regions in slices {first}-{last}"
+        return f"{job.dataset} {many} {first}-{last}"
+    return f"{job.dataset} {len(unit.regions)} regions in {many} {first}-{last}"
 
 
 def reconstruct_stores(

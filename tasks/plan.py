@@ -70,7 +70,10 @@ def dataset_name(path: str | None) -> str:
     if not path:
         return "no-input"
     name = Path(path).name
-    for suffix in (".zarr", ".nc", ".mat", ".h5", ".hdf5", ".npz", ".npy"):
+    if any(c in name for c in "*?["):  # a glob of frames: named after their directory
+        return Path(path).parent.name or "frames"
+    for suffix in (".zarr", ".nc", ".mat", ".h5", ".hdf5", ".npz", ".npy", ".vec",
+                   ".csv", ".csv.gz", ".csv.xz", ".csv.bz2", ".csv.zip", ".txt", ".txt.gz", ".txt.xz"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -134,6 +134,8 @@ class PINNEnsembleSolver:
     uniform collocation points in the domain box each step. ``prior_std`` is the std of the
     Gaussian anchor prior on the network weights, ``parameter_init`` and
     ``parameter_prior_std`` the prior median and log-std of the unknown constant.
+    ``batch_size`` (default: all) draws that many observations per step, shared by the members,
+    for data sets (PIV frames) where evaluating every vector's derivative each step dominates.
     """
 
     def __init__(self, pde: str = "heat", members: int = 8, width: int = 32, depth: int = 3,
@@ -141,10 +143,12 @@ class PINNEnsembleSolver:
                  pde_weight: float = 1.0, boundary_weight: float = 1.0, n_collocation: int = 256,
                  prior_std: float = 1.0, parameter_init: float = 1.0, parameter_prior_std: float = 0.5,
                  seed: int = 0, dtype: torch.dtype = torch.float32, history: int = 20,
-                 navier_stokes: bool = False, nu: float | None = None):
+                 navier_stokes: bool = False, nu: float | None = None, batch_size: int | None = None):
         where = "PINNEnsembleSolver"
         if pde not in PDES:
             _fail(where, "pde", f"one of {PDES}", repr(pde))
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            _fail(where, "batch_size", "None (all observations every step) or an integer >= 1", repr(batch_size))
         if not isinstance(navier_stokes, bool):
             _fail(where, "navier_stokes", "True or False", repr(navier_stokes))
         if navier_stokes and pde != "incompressible":
@@ -177,7 +181,9 @@ class PINNEnsembleSolver:
             "parameter_prior_std": float(parameter_prior_std), "seed": int(seed),
             "dtype": "float32" if dtype == torch.float32 else "float64", "history": int(history),
             "navier_stokes": navier_stokes, "nu": None if nu is None else float(nu),
+            "batch_size": None if batch_size is None else int(batch_size),
         }
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.pde = pde
         self.dim = INPUT_DIMS[pde]
         self.navier_stokes = navier_stokes
@@ -301,11 +307,19 @@ class PINNEnsembleSolver:
         return torch.vmap(lambda zz, ff: residual(self.pde, self._field_point, params, zz, p, ff))(z, f)
 
     def member_loss(self, params: dict, anchors: dict, y: torch.Tensor, z: torch.Tensor,
-                    f: torch.Tensor) -> torch.Tensor:
-        """Loss of ONE member (see module docstring) for its own perturbed data ``y`` (n,)."""
-        misfit = ((self.field(params, self._x) - y) / self._sigma).pow(2).sum()
+                    f: torch.Tensor, x: torch.Tensor | None = None, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of ONE member (see module docstring) for its own perturbed data ``y`` (n,).
+
+        With ``x``, ``sigma`` (a minibatch of b observations, ``y`` then its b values) the misfit
+        is the batch mean, an unbiased estimate of the full-data term; the anchor keeps weight 1/n.
+        """
         anchor = sum(((params[k] - anchors[k]) / self._prior[k]).pow(2).sum() for k in params)
-        loss = 0.5 * (misfit + anchor) / self._x.shape[0]
+        if x is None:
+            misfit = ((self.field(params, self._x) - y) / self._sigma).pow(2).sum()
+            loss = 0.5 * (misfit + anchor) / self._x.shape[0]
+        else:
+            misfit = ((self.field(params, x) - y) / sigma).pow(2).sum()
+            loss = 0.5 * misfit / x.shape[0] + 0.5 * anchor / self._x.shape[0]
         if self.pde_weight > 0 and self._has_pde_term:
             r = self.residuals(params, z, f) / self._residual_scale
             loss = loss + self.pde_weight * 0.5 * r.pow(2).mean()
@@ -314,9 +328,15 @@ class PINNEnsembleSolver:
             loss = loss + self.boundary_weight * 0.5 * rb.pow(2).mean()
         return loss
 
-    def ensemble_loss(self, params: dict, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """(M,) losses of all members in one vmapped evaluation."""
-        return torch.vmap(self.member_loss, in_dims=(0, 0, 0, None, None))(params, self.anchors, self._y_members, z, f)
+    def ensemble_loss(self, params: dict, z: torch.Tensor, f: torch.Tensor,
+                      batch: torch.Tensor | None = None) -> torch.Tensor:
+        """(M,) losses of all members in one vmapped evaluation; ``batch`` optional observation
+        indices (shared by the members) for a minibatch estimate of the data term."""
+        if batch is None:
+            return torch.vmap(self.member_loss, in_dims=(0, 0, 0, None, None))(
+                params, self.anchors, self._y_members, z, f)
+        return torch.vmap(self.member_loss, in_dims=(0, 0, 0, None, None, None, None))(
+            params, self.anchors, self._y_members[:, batch], z, f, self._x[batch], self._sigma[batch])
 
     def ensemble_fields(self, params: dict, z: torch.Tensor) -> torch.Tensor:
         """(M, n) fields - (M, n, 2) velocities for the flow - of all members at points ``z`` (n, d)."""
@@ -401,9 +421,11 @@ class PINNEnsembleSolver:
         gamma = self.lr_final_fraction ** (1.0 / self.steps)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
         tail: list[float] = []
+        batched = self.batch_size is not None and self.batch_size < n
         for _ in range(self.steps):
             z, f = self.collocation(g)
-            losses = self.ensemble_loss(self.params, z, f)
+            batch = torch.randperm(n, generator=g)[:self.batch_size] if batched else None
+            losses = self.ensemble_loss(self.params, z, f, batch)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
@@ -413,7 +435,8 @@ class PINNEnsembleSolver:
                 tail.pop(0)
         self.info = {
             "solver": "pinn_ensemble", "pde": self.pde, "members": self.members, "steps": self.steps,
-            "n_observations": n, "navier_stokes": self.navier_stokes, "loss_tail": tail, "final_member_losses": losses.detach().tolist(),
+            "n_observations": n, "batch_size": self.batch_size if batched else n, "navier_stokes": self.navier_stokes,
+            "loss_tail": tail, "final_member_losses": losses.detach().tolist(),
             "seconds": time.perf_counter() - t0,
         }
         if self.parameter_name is not None:

@@ -239,3 +239,22 @@ def test_field_posterior_component_axis():
         FieldPosterior(mean[..., None], std[..., None])
     with pytest.raises(ValueError, match="components must be distinct"):
         FieldPosterior(mean, std, components=("u", "u"))
+
+
+def test_minibatch_data_term_is_an_unbiased_estimate_of_the_full_one():
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-1, 1, size=(24, 2))
+    solver = PINNEnsembleSolver("incompressible", members=2, width=8, depth=1, steps=2, batch_size=6,
+                                dtype=torch.float64, seed=4)
+    solver.fit(x, lamb_oseen(x), 0.05)
+    assert solver.info["batch_size"] == 6 and solver.info["n_observations"] == 24
+    z, f = torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    with torch.no_grad():
+        full = solver.ensemble_loss(solver.params, z, f)
+        # Every observation as the batch: the same loss; the four disjoint batches average to it.
+        assert torch.allclose(solver.ensemble_loss(solver.params, z, f, torch.arange(24)), full, rtol=1e-12)
+        parts = [solver.ensemble_loss(solver.params, z, f, torch.arange(i, 24, 4)) for i in range(4)]
+        assert torch.allclose(sum(parts) / 4, full, rtol=1e-12)
+        assert float((parts[0] - parts[1]).abs().max()) > 1e-6 * float(full.abs().max())  # batches do differ
+    with pytest.raises(ValueError, match=r"'batch_size': expected None \(all observations every step\) or an integer >= 1"):
+        PINNEnsembleSolver("incompressible", batch_size=0)

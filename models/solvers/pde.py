@@ -10,6 +10,12 @@ derivative; the torch.func route is the one that composes with vmap, so it is th
 
 Coordinates: ``z = (x, y)`` for steady problems, ``z = (x, y, t)`` for the heat equation.
 Every residual is zero for an exact solution; signs follow ``lhs - rhs``.
+
+Incompressible 2-D flow is written with a stream function ``psi``: ``u = dpsi/dy``,
+``v = -dpsi/dx`` is divergence-free for ANY network, so mass conservation is exact rather than
+a penalty. Steady Navier-Stokes (kinematic pressure ``p``, density folded in) then needs the
+velocity's Jacobian and Hessian, i.e. third derivatives of ``psi``: ``value_grad_hessian`` of
+the per-point velocity (itself a ``jacrev`` of ``psi``) gives them in one more nested pass.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from typing import Callable
 import torch
 from torch.func import jacfwd, jacrev
 
-PDES = ("heat", "poisson", "darcy")
-"""Supported equations; ``heat`` and ``darcy`` carry one unknown positive constant."""
+PDES = ("heat", "poisson", "darcy", "incompressible")
+"""Supported equations; ``heat`` and ``darcy`` carry one unknown positive constant, and so does
+``incompressible`` with the steady Navier-Stokes term when the viscosity is not given."""
 
-INPUT_DIMS = {"heat": 3, "poisson": 2, "darcy": 2}
-PARAMETER_NAMES = {"heat": "kappa", "poisson": None, "darcy": "k"}
+INPUT_DIMS = {"heat": 3, "poisson": 2, "darcy": 2, "incompressible": 2}
+PARAMETER_NAMES = {"heat": "kappa", "poisson": None, "darcy": "k", "incompressible": "nu"}
 
 
 def value_grad_hessian(u: Callable, params, z: torch.Tensor):
@@ -62,3 +69,19 @@ def residual(pde: str, u: Callable, params, z: torch.Tensor, parameter: torch.Te
     if pde == "darcy":
         return -parameter * laplace - source
     raise ValueError(f"pde.residual: argument 'pde': expected one of {PDES}, got {pde!r}")
+
+
+def velocity_from_stream(psi: Callable, params, z: torch.Tensor) -> torch.Tensor:
+    """``(u, v) = (dpsi/dy, -dpsi/dx)`` (2,) at one point ``z`` (2,) of the stream function ``psi``."""
+    g = jacrev(psi, argnums=1)(params, z)
+    return torch.stack([g[1], -g[0]])
+
+
+def navier_stokes_residual(velocity: Callable, pressure: Callable, params, z: torch.Tensor,
+                           nu: torch.Tensor) -> torch.Tensor:
+    """Steady incompressible momentum residual (2,) at one point ``z``:
+    ``(u . grad) u + grad p - nu laplace u`` for ``velocity(params, z) -> (2,)`` and the kinematic
+    pressure ``pressure(params, z) -> scalar``. (Continuity holds by construction.)"""
+    vel, jac, hess = value_grad_hessian(velocity, params, z)  # jac[i, j] = d u_i / d z_j
+    grad_p = jacrev(pressure, argnums=1)(params, z)
+    return jac @ vel + grad_p - nu * (hess[:, 0, 0] + hess[:, 1, 1])

@@ -27,6 +27,16 @@ Why this design:
 * **Units.** Inputs are centred and scaled per axis and outputs rescaled inside the field
   function itself, so autograd derivatives are with respect to the caller's coordinates and the
   inferred constant is in the caller's units.
+* **Incompressible flow (PIV gap filling).** ``pde="incompressible"``: the network's first
+  output is a stream function, the field is the velocity ``(u, v)`` derived from it (``pde.py``),
+  so every member - and the ensemble mean - is exactly divergence-free; that is the physics, and
+  there is no PDE term. ``navier_stokes=True`` adds a second output, the kinematic pressure, and
+  the steady momentum residual as the PDE term, with the viscosity ``nu`` either given or
+  inferred like kappa. Observations are (n, 2) vectors; the mean flow is carried outside the
+  network as a constant (itself divergence-free) and ``psi`` is scaled by velocity x length.
+* **State export.** ``state()`` gives the stacked parameters and the standardisation as numpy
+  arrays plus JSON-able settings; ``from_state`` rebuilds a solver whose predictions are
+  bit-identical, so the pipeline can train once and predict in other processes.
 """
 
 from __future__ import annotations
@@ -41,67 +51,114 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from .pde import INPUT_DIMS, PARAMETER_NAMES, PDES, residual
+from .pde import INPUT_DIMS, PARAMETER_NAMES, PDES, navier_stokes_residual, residual, velocity_from_stream
 from .inputs import fail as _fail
 from .inputs import points as _points
 from .inputs import values as _values
 from .summary import FieldPosterior
 
 
-def _noise(where: str, sigma, n: int) -> np.ndarray:
+STATE_FORMAT = "inversa.pinn_ensemble/1"
+"""Tag in ``state()`` metadata; ``from_state`` refuses anything else."""
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _noise(where: str, sigma, n: int, components: int | None = None) -> np.ndarray:
+    """Noise std as (n,) for a scalar field, (n, C) for C components (scalar and (n,) broadcast)."""
+    shapes = f"a scalar or shape ({n},)" + ("" if components is None else f" or ({n}, {components})")
     try:
         arr = np.asarray(sigma, dtype=np.float64)
     except (TypeError, ValueError):
         _fail(where, "y_noise_std", "a positive number or (n,) array of positive numbers", type(sigma).__name__)
     if arr.ndim == 0:
         arr = np.full(n, float(arr))
-    if arr.shape != (n,):
-        _fail(where, "y_noise_std", f"a scalar or shape ({n},)", arr.shape)
+    if components is not None and arr.shape == (n,):
+        arr = np.repeat(arr[:, None], components, axis=1)
+    if arr.shape != ((n,) if components is None else (n, components)):
+        _fail(where, "y_noise_std", shapes, arr.shape)
     if not np.all(np.isfinite(arr) & (arr > 0)):
         _fail(where, "y_noise_std", "finite values > 0 (noise std in the units of y)",
               f"{int(np.sum(~(np.isfinite(arr) & (arr > 0))))} values that are not")
     return arr
 
 
+def _observations(where: str, name: str, y, n: int, components: int | None) -> np.ndarray:
+    """(n,) values for a scalar field, (n, C) finite vectors for a C-component field."""
+    if components is None:
+        return _values(where, name, y, n)
+    try:
+        arr = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        _fail(where, name, f"a numeric ({n}, {components}) array", type(y).__name__)
+    if arr.shape != (n, components):
+        _fail(where, name, f"shape ({n}, {components}), one (u, v) vector per point", arr.shape)
+    if not np.all(np.isfinite(arr)):
+        _fail(where, name, "finite values", f"{int(np.sum(~np.isfinite(arr)))} NaN or infinite values")
+    return arr
+
+
 class FieldNet(nn.Module):
     """One ensemble member: tanh MLP ``standardised (x, y[, t]) -> standardised u`` plus, for
-    inverse problems, the log of the unknown PDE constant (``log_parameter``)."""
+    inverse problems, the log of the unknown PDE constant (``log_parameter``). With
+    ``out_dim > 1`` the outputs stay a last axis (stream function and pressure)."""
 
-    def __init__(self, in_dim: int, width: int, depth: int, log_parameter: float | None = None):
+    def __init__(self, in_dim: int, width: int, depth: int, log_parameter: float | None = None,
+                 out_dim: int = 1):
         super().__init__()
+        self.out_dim = int(out_dim)
         layers: list[nn.Module] = []
         d = in_dim
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.Tanh()]
             d = width
-        layers.append(nn.Linear(d, 1))
+        layers.append(nn.Linear(d, self.out_dim))
         self.net = nn.Sequential(*layers)
         if log_parameter is not None:
             self.log_parameter = nn.Parameter(torch.tensor(float(log_parameter)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).squeeze(-1)
+        out = self.net(z)
+        return out.squeeze(-1) if self.out_dim == 1 else out
 
 
 class PINNEnsembleSolver:
     """Deep-ensemble PINN for ``heat`` (u_t = kappa laplace u, kappa inferred), ``poisson``
-    (-laplace u = f, f known) or ``darcy`` (-div(k grad u) = f, constant k inferred).
+    (-laplace u = f, f known), ``darcy`` (-div(k grad u) = f, constant k inferred) or
+    ``incompressible`` (divergence-free velocity (u, v) from a stream function; with
+    ``navier_stokes=True`` also the steady momentum equation, viscosity ``nu`` given or, when
+    None, inferred with prior median ``parameter_init``).
 
     ``fit`` trains all ``members`` at once for ``steps`` Adam steps (learning rate ``lr``
     decaying geometrically to ``lr * lr_final_fraction``), drawing ``n_collocation`` fresh
     uniform collocation points in the domain box each step. ``prior_std`` is the std of the
     Gaussian anchor prior on the network weights, ``parameter_init`` and
     ``parameter_prior_std`` the prior median and log-std of the unknown constant.
+    ``batch_size`` (default: all) draws that many observations per step, shared by the members,
+    for data sets (PIV frames) where evaluating every vector's derivative each step dominates.
     """
 
     def __init__(self, pde: str = "heat", members: int = 8, width: int = 32, depth: int = 3,
                  steps: int = 2000, lr: float = 3e-3, lr_final_fraction: float = 0.1,
                  pde_weight: float = 1.0, boundary_weight: float = 1.0, n_collocation: int = 256,
                  prior_std: float = 1.0, parameter_init: float = 1.0, parameter_prior_std: float = 0.5,
-                 seed: int = 0, dtype: torch.dtype = torch.float32, history: int = 20):
+                 seed: int = 0, dtype: torch.dtype = torch.float32, history: int = 20,
+                 navier_stokes: bool = False, nu: float | None = None, batch_size: int | None = None):
         where = "PINNEnsembleSolver"
         if pde not in PDES:
             _fail(where, "pde", f"one of {PDES}", repr(pde))
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            _fail(where, "batch_size", "None (all observations every step) or an integer >= 1", repr(batch_size))
+        if not isinstance(navier_stokes, bool):
+            _fail(where, "navier_stokes", "True or False", repr(navier_stokes))
+        if navier_stokes and pde != "incompressible":
+            _fail(where, "navier_stokes", f"False for pde={pde!r} (only the incompressible flow has it)", True)
+        if nu is not None:
+            if not navier_stokes:
+                _fail(where, "nu", "None unless navier_stokes=True (the viscosity enters only the momentum equation)",
+                      repr(nu))
+            if isinstance(nu, bool) or not (isinstance(nu, (int, float)) and math.isfinite(nu) and nu > 0):
+                _fail(where, "nu", "a finite kinematic viscosity > 0 (or None to infer it)", repr(nu))
         for name, value, low in (("members", members, 2), ("width", width, 1), ("depth", depth, 1),
                                  ("steps", steps, 1), ("n_collocation", n_collocation, 1),
                                  ("history", history, 1)):
@@ -116,9 +173,27 @@ class PINNEnsembleSolver:
                 _fail(where, name, "a finite number >= 0", repr(value))
         if dtype not in (torch.float32, torch.float64):
             _fail(where, "dtype", "torch.float32 or torch.float64", dtype)
+        self._config = {
+            "pde": pde, "members": int(members), "width": int(width), "depth": int(depth), "steps": int(steps),
+            "lr": float(lr), "lr_final_fraction": float(lr_final_fraction), "pde_weight": float(pde_weight),
+            "boundary_weight": float(boundary_weight), "n_collocation": int(n_collocation),
+            "prior_std": float(prior_std), "parameter_init": float(parameter_init),
+            "parameter_prior_std": float(parameter_prior_std), "seed": int(seed),
+            "dtype": "float32" if dtype == torch.float32 else "float64", "history": int(history),
+            "navier_stokes": navier_stokes, "nu": None if nu is None else float(nu),
+            "batch_size": None if batch_size is None else int(batch_size),
+        }
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.pde = pde
         self.dim = INPUT_DIMS[pde]
+        self.navier_stokes = navier_stokes
+        self.nu = None if nu is None else float(nu)
+        self.components = ("u", "v") if pde == "incompressible" else None
+        self.out_dim = 2 if navier_stokes else 1
+        self._has_pde_term = pde != "incompressible" or navier_stokes
         self.parameter_name = PARAMETER_NAMES[pde]
+        if pde == "incompressible" and not (navier_stokes and nu is None):
+            self.parameter_name = None
         self.members = int(members)
         self.width, self.depth = int(width), int(depth)
         self.steps = int(steps)
@@ -134,11 +209,35 @@ class PINNEnsembleSolver:
         self.info: dict = {}
 
     # ------------------------------------------------------------------ ensemble construction
-    def _build(self, centre: np.ndarray, scale: np.ndarray, y_mean: float, y_scale: float) -> None:
+    def _set_scales(self, centre: np.ndarray, scale: np.ndarray, y_mean, y_scale: float) -> None:
+        """Standardisation of inputs and outputs (float64 in, so ``from_state`` repeats it exactly).
+
+        Scalar fields: ``u = y_mean + y_scale * net``. Flow: ``y_mean`` is the mean velocity
+        (2,), ``psi = y_scale * L * net`` with ``L`` the geometric mean of the half-extents,
+        pressure ``y_scale^2 * net``, and the momentum residual is measured in units of
+        ``y_scale^2 / L``.
+        """
+        self._centre_np, self._scale_np = np.asarray(centre, np.float64), np.asarray(scale, np.float64)
+        self._y_mean_np, self._y_scale = np.asarray(y_mean, np.float64), float(y_scale)
+        self._centre = torch.as_tensor(self._centre_np, dtype=self.dtype)
+        self._scale = torch.as_tensor(self._scale_np, dtype=self.dtype)
+        if self.components is None:
+            self._y_mean = float(self._y_mean_np)
+            self._residual_scale = self._y_scale
+        else:
+            length = float(np.sqrt(np.prod(self._scale_np)))
+            self._y_mean = torch.as_tensor(self._y_mean_np, dtype=self.dtype)
+            self._psi_scale = self._y_scale * length
+            self._p_scale = self._y_scale ** 2
+            self._residual_scale = self._y_scale ** 2 / length
+
+    def _template(self) -> FieldNet:
+        return FieldNet(self.dim, self.width, self.depth, 0.0 if self.parameter_name is not None else None,
+                        out_dim=self.out_dim).to(self.dtype)
+
+    def _build(self, centre: np.ndarray, scale: np.ndarray, y_mean, y_scale: float) -> None:
         """Members with their own seeds; stacked parameters; anchors = the initial values."""
-        self._centre = torch.as_tensor(centre, dtype=self.dtype)
-        self._scale = torch.as_tensor(scale, dtype=self.dtype)
-        self._y_mean, self._y_scale = float(y_mean), float(y_scale)
+        self._set_scales(centre, scale, y_mean, y_scale)
         g = torch.Generator().manual_seed(self.seed)
         nets = []
         for m in range(self.members):
@@ -146,7 +245,7 @@ class PINNEnsembleSolver:
             log_p = None
             if self.parameter_name is not None:
                 log_p = math.log(self.parameter_init) + self.parameter_prior_std * float(torch.randn((), generator=g))
-            nets.append(FieldNet(self.dim, self.width, self.depth, log_p).to(self.dtype))
+            nets.append(FieldNet(self.dim, self.width, self.depth, log_p, out_dim=self.out_dim).to(self.dtype))
         params, _ = stack_module_state(nets)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.anchors = {k: v.detach().clone() for k, v in params.items()}
@@ -158,50 +257,89 @@ class PINNEnsembleSolver:
         self._require_fit("member_modules")
         out = []
         for m in range(self.members):
-            net = FieldNet(self.dim, self.width, self.depth,
-                           0.0 if self.parameter_name is not None else None).to(self.dtype)
+            net = self._template()
             net.load_state_dict({k: v[m].detach().clone() for k, v in self.params.items()})
             out.append(net)
         return out
 
     # ------------------------------------------------------------------ one member, functional
     def field(self, params: dict, z: torch.Tensor) -> torch.Tensor:
-        """u at points ``z`` (..., d) in the caller's units, for ONE member's parameters."""
+        """u (n,) - or the velocity (n, 2) for the flow - at points ``z`` (n, d) in the caller's
+        units, for ONE member's parameters."""
+        if self.components is not None:
+            return torch.vmap(lambda zz: self._velocity_point(params, zz))(z)
         zs = (z - self._centre) / self._scale
         return self._y_mean + self._y_scale * functional_call(self._base, params, (zs,))
 
     def _field_point(self, params: dict, z: torch.Tensor) -> torch.Tensor:
         return self.field(params, z[None])[0]
 
+    def _outputs_point(self, params: dict, z: torch.Tensor) -> torch.Tensor:
+        """Raw network outputs (out_dim,) at one point ``z`` in the caller's units."""
+        out = functional_call(self._base, params, (((z - self._centre) / self._scale)[None],))[0]
+        return out.reshape(self.out_dim)
+
+    def _stream_point(self, params: dict, z: torch.Tensor) -> torch.Tensor:
+        return self._psi_scale * self._outputs_point(params, z)[0]
+
+    def _pressure_point(self, params: dict, z: torch.Tensor) -> torch.Tensor:
+        return self._p_scale * self._outputs_point(params, z)[1]
+
+    def _velocity_point(self, params: dict, z: torch.Tensor) -> torch.Tensor:
+        return self._y_mean + velocity_from_stream(self._stream_point, params, z)
+
     def constant(self, params: dict) -> torch.Tensor | None:
-        """The member's PDE constant (kappa or k), positive by construction."""
-        return torch.exp(params["log_parameter"]) if self.parameter_name is not None else None
+        """The member's PDE constant (kappa, k or nu), positive by construction; a given nu as is."""
+        if self.parameter_name is not None:
+            return torch.exp(params["log_parameter"])
+        return None if self.nu is None else torch.tensor(self.nu, dtype=self.dtype)
 
     def residuals(self, params: dict, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """PDE residual of ONE member at collocation points ``z`` (c, d); ``f`` (c,) the source."""
+        """PDE residual of ONE member at collocation points ``z`` (c, d): (c,), or (c, 2) for the
+        momentum equation; ``f`` (c,) the source (unused by the flow)."""
         p = self.constant(params)
+        if self.pde == "incompressible":
+            if not self.navier_stokes:
+                raise RuntimeError("PINNEnsembleSolver.residuals: the incompressible flow without navier_stokes "
+                                   "has no PDE residual (continuity holds by construction)")
+            return torch.vmap(lambda zz: navier_stokes_residual(self._velocity_point, self._pressure_point,
+                                                                params, zz, p))(z)
         return torch.vmap(lambda zz, ff: residual(self.pde, self._field_point, params, zz, p, ff))(z, f)
 
     def member_loss(self, params: dict, anchors: dict, y: torch.Tensor, z: torch.Tensor,
-                    f: torch.Tensor) -> torch.Tensor:
-        """Loss of ONE member (see module docstring) for its own perturbed data ``y`` (n,)."""
-        misfit = ((self.field(params, self._x) - y) / self._sigma).pow(2).sum()
+                    f: torch.Tensor, x: torch.Tensor | None = None, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of ONE member (see module docstring) for its own perturbed data ``y`` (n,).
+
+        With ``x``, ``sigma`` (a minibatch of b observations, ``y`` then its b values) the misfit
+        is the batch mean, an unbiased estimate of the full-data term; the anchor keeps weight 1/n.
+        """
         anchor = sum(((params[k] - anchors[k]) / self._prior[k]).pow(2).sum() for k in params)
-        loss = 0.5 * (misfit + anchor) / self._x.shape[0]
-        if self.pde_weight > 0:
-            r = self.residuals(params, z, f) / self._y_scale
+        if x is None:
+            misfit = ((self.field(params, self._x) - y) / self._sigma).pow(2).sum()
+            loss = 0.5 * (misfit + anchor) / self._x.shape[0]
+        else:
+            misfit = ((self.field(params, x) - y) / sigma).pow(2).sum()
+            loss = 0.5 * misfit / x.shape[0] + 0.5 * anchor / self._x.shape[0]
+        if self.pde_weight > 0 and self._has_pde_term:
+            r = self.residuals(params, z, f) / self._residual_scale
             loss = loss + self.pde_weight * 0.5 * r.pow(2).mean()
         if self._xb is not None and self.boundary_weight > 0:
             rb = (self.field(params, self._xb) - self._yb) / self._y_scale
             loss = loss + self.boundary_weight * 0.5 * rb.pow(2).mean()
         return loss
 
-    def ensemble_loss(self, params: dict, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """(M,) losses of all members in one vmapped evaluation."""
-        return torch.vmap(self.member_loss, in_dims=(0, 0, 0, None, None))(params, self.anchors, self._y_members, z, f)
+    def ensemble_loss(self, params: dict, z: torch.Tensor, f: torch.Tensor,
+                      batch: torch.Tensor | None = None) -> torch.Tensor:
+        """(M,) losses of all members in one vmapped evaluation; ``batch`` optional observation
+        indices (shared by the members) for a minibatch estimate of the data term."""
+        if batch is None:
+            return torch.vmap(self.member_loss, in_dims=(0, 0, 0, None, None))(
+                params, self.anchors, self._y_members, z, f)
+        return torch.vmap(self.member_loss, in_dims=(0, 0, 0, None, None, None, None))(
+            params, self.anchors, self._y_members[:, batch], z, f, self._x[batch], self._sigma[batch])
 
     def ensemble_fields(self, params: dict, z: torch.Tensor) -> torch.Tensor:
-        """(M, n) fields of all members at points ``z`` (n, d)."""
+        """(M, n) fields - (M, n, 2) velocities for the flow - of all members at points ``z`` (n, d)."""
         return torch.vmap(self.field, in_dims=(0, None))(params, z)
 
     def ensemble_residuals(self, params: dict, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -217,25 +355,28 @@ class PINNEnsembleSolver:
     # ------------------------------------------------------------------ fitting
     def fit(self, x, y, y_noise_std, *, source: Callable | None = None, domain=None,
             boundary=None) -> "PINNEnsembleSolver":
-        """Train the ensemble on observations ``y`` (n,) at points ``x`` (n, d).
+        """Train the ensemble on observations ``y`` (n,) at points ``x`` (n, d); for the flow ``y``
+        is (n, 2), the velocity ``(u, v)`` at each point.
 
-        ``y_noise_std`` is the observation noise std (scalar or (n,)), in the units of ``y``.
+        ``y_noise_std`` is the observation noise std (scalar or (n,), for the flow also (n, 2)),
+        in the units of ``y``.
         ``source`` (required for poisson and darcy) maps a (c, 2) tensor of points to the (c,)
         tensor ``f``. ``domain`` is the collocation box as ``[(low, high)]`` per coordinate
         (default: the bounding box of ``x``). ``boundary`` is optional Dirichlet data
-        ``(xb (nb, d), ub (nb,))``.
+        ``(xb (nb, d), ub (nb,) or (nb, 2))``.
         """
         where = "PINNEnsembleSolver.fit"
+        n_comp = None if self.components is None else len(self.components)
         x = _points(where, "x", x, self.dim)
         n = x.shape[0]
-        y = _values(where, "y", y, n)
-        sigma = _noise(where, y_noise_std, n)
+        y = _observations(where, "y", y, n, n_comp)
+        sigma = _noise(where, y_noise_std, n, n_comp)
         if self.pde in ("poisson", "darcy"):
             if not callable(source):
                 _fail(where, "source", f"a callable f(points) -> values (the {self.pde} right-hand side)",
                       type(source).__name__)
         elif source is not None:
-            _fail(where, "source", "None (the heat equation here has no source term)", type(source).__name__)
+            _fail(where, "source", f"None (the {self.pde} equation here has no source term)", type(source).__name__)
         if domain is None:
             low, high = x.min(axis=0), x.max(axis=0)
         else:
@@ -251,13 +392,16 @@ class PINNEnsembleSolver:
             if not (isinstance(boundary, (tuple, list)) and len(boundary) == 2):
                 _fail(where, "boundary", "a pair (xb, ub) of Dirichlet points and values", type(boundary).__name__)
             xb = _points(where, "boundary[0]", boundary[0], self.dim)
-            ub = _values(where, "boundary[1]", boundary[1], xb.shape[0])
+            ub = _observations(where, "boundary[1]", boundary[1], xb.shape[0], n_comp)
 
         t0 = time.perf_counter()
         centre = 0.5 * (low + high)
         scale = np.where(high > low, 0.5 * (high - low), 1.0)
-        y_scale = float(np.std(y)) if np.std(y) > 0 else 1.0
-        self._build(centre, scale, float(np.mean(y)), y_scale)
+        if n_comp is None:
+            y_mean, spread = float(np.mean(y)), float(np.std(y))
+        else:  # one scale for both components: psi couples them
+            y_mean, spread = y.mean(axis=0), float(np.sqrt(np.mean(np.var(y, axis=0))))
+        self._build(centre, scale, y_mean, spread if spread > 0 else 1.0)
         tt = lambda a: torch.as_tensor(a, dtype=self.dtype)  # noqa: E731
         self._x, self._sigma = tt(x), tt(sigma)
         self._low, self._high = tt(low), tt(high)
@@ -268,8 +412,8 @@ class PINNEnsembleSolver:
         else:
             self._source_at = lambda z: self._call_source(source, z)
         g = torch.Generator().manual_seed(self.seed + 7)
-        eps = torch.randn(self.members, n, generator=g, dtype=self.dtype)
-        self._y_members = tt(y)[None, :] + self._sigma[None, :] * eps
+        eps = torch.randn(self.members, *y.shape, generator=g, dtype=self.dtype)
+        self._y_members = tt(y)[None] + self._sigma[None] * eps
         self._prior = {k: torch.tensor(self.parameter_prior_std if k == "log_parameter" else self.prior_std,
                                        dtype=self.dtype) for k in self.params}
 
@@ -277,9 +421,11 @@ class PINNEnsembleSolver:
         gamma = self.lr_final_fraction ** (1.0 / self.steps)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
         tail: list[float] = []
+        batched = self.batch_size is not None and self.batch_size < n
         for _ in range(self.steps):
             z, f = self.collocation(g)
-            losses = self.ensemble_loss(self.params, z, f)
+            batch = torch.randperm(n, generator=g)[:self.batch_size] if batched else None
+            losses = self.ensemble_loss(self.params, z, f, batch)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
@@ -289,7 +435,8 @@ class PINNEnsembleSolver:
                 tail.pop(0)
         self.info = {
             "solver": "pinn_ensemble", "pde": self.pde, "members": self.members, "steps": self.steps,
-            "n_observations": n, "loss_tail": tail, "final_member_losses": losses.detach().tolist(),
+            "n_observations": n, "batch_size": self.batch_size if batched else n, "navier_stokes": self.navier_stokes,
+            "loss_tail": tail, "final_member_losses": losses.detach().tolist(),
             "seconds": time.perf_counter() - t0,
         }
         if self.parameter_name is not None:
@@ -298,6 +445,8 @@ class PINNEnsembleSolver:
                 "parameter": self.parameter_name, "parameter_members": values.tolist(),
                 "parameter_mean": float(values.mean()), "parameter_std": float(values.std(ddof=1)),
             })
+        if self.nu is not None:
+            self.info["nu"] = self.nu
         return self
 
     def _call_source(self, source: Callable, z: torch.Tensor) -> torch.Tensor:
@@ -313,12 +462,17 @@ class PINNEnsembleSolver:
         if self.params is None:
             raise RuntimeError(f"PINNEnsembleSolver.{what}: call fit() first")
 
-    def predict(self, xq) -> tuple[np.ndarray, np.ndarray]:
-        """Ensemble mean and unbiased std over members at points ``xq`` (n, d)."""
+    def predict(self, xq, tile_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean and unbiased std over members at points ``xq`` (n, d): (n,) each, or
+        (n, 2) for the flow. Points go through in tiles of ``tile_size`` so memory stays bounded."""
         self._require_fit("predict")
         xq = _points("PINNEnsembleSolver.predict", "xq", xq, self.dim)
+        if not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
+            _fail("PINNEnsembleSolver.predict", "tile_size", "an integer >= 1", repr(tile_size))
+        z = torch.as_tensor(xq, dtype=self.dtype)
         with torch.no_grad():
-            u = self.ensemble_fields(self.params, torch.as_tensor(xq, dtype=self.dtype)).double().numpy()
+            u = torch.cat([self.ensemble_fields(self.params, z[i:i + tile_size])
+                           for i in range(0, z.shape[0], tile_size)], dim=1).double().numpy()
         return u.mean(axis=0), u.std(axis=0, ddof=1)
 
     def predict_grid(self, xs, ys, ts=None) -> FieldPosterior:
@@ -345,4 +499,57 @@ class PINNEnsembleSolver:
             gt, gy, gx = np.meshgrid(arrs[2], arrs[1], arrs[0], indexing="ij")
             pts, shape = np.column_stack([gx.ravel(), gy.ravel(), gt.ravel()]), gt.shape
         mean, std = self.predict(pts)
-        return FieldPosterior(mean.reshape(shape), std.reshape(shape), dict(self.info))
+        if self.components is not None:
+            shape = shape + (len(self.components),)
+        return FieldPosterior(mean.reshape(shape), std.reshape(shape), dict(self.info), components=self.components)
+
+    # ------------------------------------------------------------------ state export
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """``(arrays, meta)``: everything prediction needs, as numpy arrays (stacked member
+        parameters ``param.<name>`` and the float64 standardisation) and a JSON-able dict
+        (format tag, constructor settings, fit ``info``). ``from_state`` inverts it exactly."""
+        self._require_fit("state")
+        arrays = {f"param.{k}": v.detach().cpu().numpy().copy() for k, v in self.params.items()}
+        arrays.update({"centre": self._centre_np.copy(), "scale": self._scale_np.copy(),
+                       "y_mean": self._y_mean_np.copy(), "y_scale": np.asarray(self._y_scale, np.float64)})
+        meta = {"format": STATE_FORMAT, "config": dict(self._config), "info": copy.deepcopy(self.info)}
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict, meta: dict) -> "PINNEnsembleSolver":
+        """A solver that predicts exactly like the one whose ``state()`` gave ``arrays``, ``meta``.
+
+        It holds no training data: ``predict``, ``predict_grid``, ``member_modules`` and
+        ``state`` work; ``fit`` trains afresh with the same settings.
+        """
+        where = "PINNEnsembleSolver.from_state"
+        if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT or not isinstance(meta.get("config"), dict):
+            _fail(where, "meta", f"a dict with format {STATE_FORMAT!r} and a 'config' dict (from state())",
+                  meta.get("format") if isinstance(meta, dict) else type(meta).__name__)
+        config = dict(meta["config"])
+        if config.get("dtype") not in _DTYPES:
+            _fail(where, "meta['config']['dtype']", f"one of {tuple(_DTYPES)}", repr(config.get("dtype")))
+        config["dtype"] = _DTYPES[config["dtype"]]
+        try:
+            solver = cls(**config)
+        except TypeError as error:
+            _fail(where, "meta['config']", "the constructor settings written by state()", str(error))
+        template = solver._template()
+        names = [k for k, _ in template.named_parameters()]
+        wanted = {f"param.{k}": (solver.members, *v.shape) for k, v in template.named_parameters()}
+        wanted.update({"centre": (solver.dim,), "scale": (solver.dim,), "y_scale": (),
+                       "y_mean": () if solver.components is None else (len(solver.components),)})
+        if not isinstance(arrays, dict):
+            _fail(where, "arrays", "a dict of numpy arrays (from state())", type(arrays).__name__)
+        for key, shape in wanted.items():
+            arr = np.asarray(arrays[key]) if key in arrays else None
+            if arr is None or arr.shape != shape or not np.all(np.isfinite(arr)):
+                _fail(where, f"arrays[{key!r}]", f"finite values of shape {shape}",
+                      "missing" if arr is None else f"shape {arr.shape}")
+        solver._set_scales(arrays["centre"], arrays["scale"], arrays["y_mean"], float(arrays["y_scale"]))
+        solver.params = {k: torch.as_tensor(np.asarray(arrays[f"param.{k}"]), dtype=solver.dtype).clone()
+                         for k in names}
+        solver.anchors = None
+        solver._base = template
+        solver.info = copy.deepcopy(meta.get("info", {}))
+        return solver

@@ -17,7 +17,7 @@ from data.store import ResultStore
 from tasks.field_run import FIT_FILE
 
 PREVIEW_PIXELS = 160
-HOLDOUT_KEYS = ("holdout_n", "holdout_sq_error", "holdout_covered")
+HOLDOUT_KEYS = ("holdout_n", "holdout_values", "holdout_sq_error", "holdout_covered")
 
 
 def is_field_store(store: ResultStore) -> bool:
@@ -46,9 +46,10 @@ def summarize_field(store: ResultStore) -> dict[str, Any]:
     sources = [fit] if fit is not None else [r.get("info", {}) for r in records]
     totals = {key: sum(s.get(key, 0) for s in sources) for key in HOLDOUT_KEYS}
     if totals["holdout_n"]:
+        values = totals["holdout_values"] or totals["holdout_n"]  # vectors: every component counts
         summary["holdout_points"] = int(totals["holdout_n"])
-        summary["holdout_rmse"] = math.sqrt(totals["holdout_sq_error"] / totals["holdout_n"])
-        summary["holdout_coverage"] = totals["holdout_covered"] / totals["holdout_n"]
+        summary["holdout_rmse"] = math.sqrt(totals["holdout_sq_error"] / values)
+        summary["holdout_coverage"] = totals["holdout_covered"] / values
     if fit is not None:
         summary["fit_seconds"] = float(fit.get("seconds", 0.0))
         for solver in fit.get("info", {}).get("solvers", []):

@@ -234,11 +234,11 @@ def holdout_scores(model: FieldModel, held: Points, level: float) -> dict[str, f
     distribution of a new measurement: latent variance plus the observation-noise variance.
     """
     if held.n == 0:
-        return {"holdout_n": 0, "holdout_sq_error": 0.0, "holdout_covered": 0}
+        return {"holdout_n": 0, "holdout_values": 0, "holdout_sq_error": 0.0, "holdout_covered": 0}
     mean, std = model.predict(held)
     error = np.asarray(mean) - held.values
     half = interval_z(level) * np.sqrt(np.asarray(std) ** 2 + model.noise_variance())
-    return {"holdout_n": int(error.size), "holdout_sq_error": float(np.sum(error ** 2)),
+    return {"holdout_n": held.n, "holdout_values": int(error.size), "holdout_sq_error": float(np.sum(error ** 2)),
             "holdout_covered": int(np.sum(np.abs(error) <= half))}
 
 
@@ -357,7 +357,7 @@ def reconstruct_field_region(store_path: str, index: int, recipe: dict[str, Any]
             info.update({key: sum(s[key] for s in sums) for key in sums[0]})
             if "holdout_rmse" in metrics:
                 for s in sums:
-                    n = max(s["holdout_n"], 1)
+                    n = max(s["holdout_values"], 1)
                     metrics["holdout_rmse"].append(np.sqrt(s["holdout_sq_error"] / n) if s["holdout_n"] else np.nan)
                     metrics["holdout_coverage"].append(s["holdout_covered"] / n if s["holdout_n"] else np.nan)
     mean = _masked(np.asarray(mean, dtype=np.float64), mask)

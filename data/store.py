@@ -23,6 +23,7 @@ Scientists read the result lazily with ``xr.open_zarr(path)`` (or ``ResultStore.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -585,8 +586,9 @@ class ResultStore:
         reserved = {"provenance", "credible_level", "pixel_size_mm", "region_size"} & set(clean)
         if reserved:
             raise StoreInputError(f"{self.path}: attrs {sorted(reserved)} are fixed at creation and cannot be updated")
-        group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
-        group.attrs.update(clean)
+        with _quiet_zarr_metadata():
+            group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
+            group.attrs.update(clean)
         self._attrs.update(clean)
 
     def meta_path(self, name: str) -> Path:
@@ -619,8 +621,9 @@ class ResultStore:
         update = {"summary_metrics": _jsonable(dict(metrics), "metrics")}
         if report is not None:
             update["report"] = _jsonable(dict(report), "report")
-        group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
-        group.attrs.update(update)
+        with _quiet_zarr_metadata():
+            group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)
+            group.attrs.update(update)
         self._attrs.update(update)
 
     # -- reading ----------------------------------------------------------------------------
@@ -734,16 +737,25 @@ def _template_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return encoding
 
 
+@contextlib.contextmanager
+def _quiet_zarr_metadata():
+    """Silence zarr's notes on what the store relies on, for one metadata write.
+
+    Consolidated metadata is not (yet) in the v3 spec: we rely on it so that readers never list
+    the `_inversa` directory. Text labels (vector components, slice names) are fixed-length
+    UTF-32, also marked as not yet specified; zarr-python and xarray read both back.
+    ``warnings.catch_warnings`` swaps process-wide state, so writers take turns.
+    """
+    with _TEMPLATE_WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message=r"The data type \(FixedLengthUTF32")
+        yield
+
+
 def _write_template(target: Path, layout: StoreLayout, provenance: Mapping[str, Any]) -> None:
     """Template first, marker last: a directory without the marker is never taken for a store."""
     ds = _template_dataset(layout, provenance)
-    with _TEMPLATE_WARNINGS_LOCK, warnings.catch_warnings():
-        # zarr notes that consolidated metadata is not (yet) in the v3 spec; we rely on it so
-        # that readers never list the `_inversa` directory.
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        # Text labels (vector components, slice names) are fixed-length UTF-32 in zarr-python 3,
-        # which zarr marks as not yet in the v3 spec; zarr-python and xarray read them back.
-        warnings.filterwarnings("ignore", message=r"The data type \(FixedLengthUTF32")
+    with _quiet_zarr_metadata():
         ds.to_zarr(
             target,
             mode="w-",

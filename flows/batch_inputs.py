@@ -2,7 +2,7 @@
 
 - A file (or a zarr directory) is one dataset.
 - A directory is every measurement inside it, not recursive: files ending in one of
-  `MEASUREMENT_SUFFIXES` and zarr directories, except hidden ones and inversa result stores
+  `MEASUREMENT_SUFFIXES` (CT files, field CSVs, PIV frames) and zarr directories, except hidden ones and inversa result stores
   (so `--output` may sit inside a watched directory). The readers themselves decide the format
   from the content; the suffix only decides what a directory listing picks up.
 - A pattern with `*`, `?` or `[` is expanded here (`**` recurses), so it works quoted or not and
@@ -24,7 +24,8 @@ from data.readers.sniff import is_zarr_directory
 from data.store import META_DIR, MARKER_FILE
 from tasks.plan import dataset_name
 
-MEASUREMENT_SUFFIXES = (".nc", ".h5", ".hdf5", ".mat", ".npy", ".npz", ".zarr")
+MEASUREMENT_SUFFIXES = (".nc", ".h5", ".hdf5", ".mat", ".npy", ".npz", ".zarr",
+                        ".csv", ".csv.gz", ".csv.xz", ".csv.bz2", ".vec")  # the last: field stations, PIV frames
 REFERENCE_TAG = "_truth"
 GLOB_CHARACTERS = set("*?[")
 
@@ -100,7 +101,7 @@ def _is_measurement(path: Path) -> bool:
         return False
     if path.is_dir():
         return is_zarr_directory(path) and not (path / META_DIR / MARKER_FILE).exists()
-    return path.is_file() and path.suffix.lower() in MEASUREMENT_SUFFIXES
+    return path.is_file() and path.name.lower().endswith(MEASUREMENT_SUFFIXES)
 
 
 def _reference_of(path: Path) -> str | None:

@@ -36,7 +36,7 @@ from data.readers.field_grid import field_candidates
 from data.readers.field_input import SCATTERED, field_input_kind, read_field_input
 from data.readers.xarray_files import open_dataset_file
 from data.readers.sniff import is_zarr_directory, require_exists
-from tasks.measurement import _file_key
+from tasks.measurement import FILE_READ_LOCK, _file_key
 
 NON_FIELD_VARIABLES = (MASK, "chc")
 DEFAULT_GRID = {"shape": [128, 128], "mask": "convex-hull"}
@@ -58,13 +58,23 @@ class Points:
         return Points(self.xy[index], self.values[index], None if self.t is None else self.t[index])
 
 
-@lru_cache(maxsize=4)
 def _cached_input(key: tuple, path: str, options: str, variable: str | None) -> xr.Dataset:
+    with FILE_READ_LOCK:
+        return _read_input(key, path, options, variable)
+
+
+def _cached_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
+    with FILE_READ_LOCK:
+        return _read_reference(key, path, variable)
+
+
+@lru_cache(maxsize=4)
+def _read_input(key: tuple, path: str, options: str, variable: str | None) -> xr.Dataset:
     return read_field_input(path, json.loads(options), variable)
 
 
 @lru_cache(maxsize=4)
-def _cached_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
+def _read_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
     source = require_exists(path)
     ds = open_dataset_file(source, "zarr" if is_zarr_directory(source) else "netcdf")
     if variable is None:

@@ -26,7 +26,7 @@ from data.schema import default_grid
 from data.subset import angular_wedge, every_kth_view
 from models.physics.tomography import CTGeometry, ct_operator
 
-_lock = threading.Lock()
+FILE_READ_LOCK = threading.Lock()  # netCDF4/HDF5 is not thread-safe: one reader at a time per process
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def load_measurement(recipe: dict[str, Any]) -> xr.Dataset:
     path = str(recipe["input"])
     options = tuple(sorted((recipe.get("reader_options") or {}).items()))
     wedge = (recipe.get("angular_range_deg"), recipe.get("start_angle_deg") or 0.0)
-    with _lock:
+    with FILE_READ_LOCK:
         return _cached_measurement(
             _file_key(path), path, recipe.get("format"), options, wedge, int(recipe.get("view_step") or 1)
         )
@@ -127,7 +127,7 @@ def operator_for(geometry: CTGeometry, device: torch.device, dtype: torch.dtype 
         geometry.source_origin, geometry.origin_detector, geometry.image_size, geometry.pixel_size,
         str(device), dtype,
     )
-    with _lock:
+    with FILE_READ_LOCK:
         op = _operators.get(key)
         if op is None:
             if len(_operators) >= 4:

@@ -176,6 +176,8 @@ def test_bad_flow_input_names_argument_and_expectation():
         PINNEnsembleSolver("incompressible", nu=0.01)
     with pytest.raises(ValueError, match=r"'navier_stokes': expected False for pde='heat'"):
         PINNEnsembleSolver("heat", navier_stokes=True)
+    with pytest.raises(ValueError, match=r"'input_gain': expected a finite number > 0"):
+        PINNEnsembleSolver("incompressible", input_gain=0.0)
 
 
 def _fitted(kind: str) -> tuple[PINNEnsembleSolver, list]:
@@ -189,7 +191,7 @@ def _fitted(kind: str) -> tuple[PINNEnsembleSolver, list]:
         solver = PINNEnsembleSolver("darcy", **small).fit(x, np.sin(x.sum(1)), 0.1, source=lambda z: z[:, 0] + 1.0)
         return solver, [[0.1, 0.5, 0.7], [0.2, 0.9]]
     x = rng.uniform(-1, 1, size=(30, 2))
-    solver = PINNEnsembleSolver("incompressible", navier_stokes=kind == "navier-stokes", **small)
+    solver = PINNEnsembleSolver("incompressible", navier_stokes=kind == "navier-stokes", input_gain=3.0, **small)
     return solver.fit(x, lamb_oseen(x), 0.05), [[-0.5, 0.0, 0.5], [-0.2, 0.8]]
 
 

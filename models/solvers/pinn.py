@@ -136,6 +136,10 @@ class PINNEnsembleSolver:
     ``parameter_prior_std`` the prior median and log-std of the unknown constant.
     ``batch_size`` (default: all) draws that many observations per step, shared by the members,
     for data sets (PIV frames) where evaluating every vector's derivative each step dominates.
+    ``input_gain`` multiplies the standardised coordinates (range +-1 by default): tanh MLPs
+    learn features of about the input range first (spectral bias), so a field with many eddies
+    per domain (the soap-film PIV: RMSE 0.0045 -> 0.0036 m/s at 2000 steps with gain 4) trains
+    faster with a gain > 1.
     """
 
     def __init__(self, pde: str = "heat", members: int = 8, width: int = 32, depth: int = 3,
@@ -143,7 +147,8 @@ class PINNEnsembleSolver:
                  pde_weight: float = 1.0, boundary_weight: float = 1.0, n_collocation: int = 256,
                  prior_std: float = 1.0, parameter_init: float = 1.0, parameter_prior_std: float = 0.5,
                  seed: int = 0, dtype: torch.dtype = torch.float32, history: int = 20,
-                 navier_stokes: bool = False, nu: float | None = None, batch_size: int | None = None):
+                 navier_stokes: bool = False, nu: float | None = None, batch_size: int | None = None,
+                 input_gain: float = 1.0):
         where = "PINNEnsembleSolver"
         if pde not in PDES:
             _fail(where, "pde", f"one of {PDES}", repr(pde))
@@ -165,7 +170,8 @@ class PINNEnsembleSolver:
             if not isinstance(value, (int, np.integer)) or value < low:
                 _fail(where, name, f"an integer >= {low}", repr(value))
         for name, value in (("lr", lr), ("prior_std", prior_std), ("parameter_init", parameter_init),
-                            ("parameter_prior_std", parameter_prior_std), ("lr_final_fraction", lr_final_fraction)):
+                            ("parameter_prior_std", parameter_prior_std), ("lr_final_fraction", lr_final_fraction),
+                            ("input_gain", input_gain)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 _fail(where, name, "a finite number > 0", repr(value))
         for name, value in (("pde_weight", pde_weight), ("boundary_weight", boundary_weight)):
@@ -181,8 +187,9 @@ class PINNEnsembleSolver:
             "parameter_prior_std": float(parameter_prior_std), "seed": int(seed),
             "dtype": "float32" if dtype == torch.float32 else "float64", "history": int(history),
             "navier_stokes": navier_stokes, "nu": None if nu is None else float(nu),
-            "batch_size": None if batch_size is None else int(batch_size),
+            "batch_size": None if batch_size is None else int(batch_size), "input_gain": float(input_gain),
         }
+        self.input_gain = float(input_gain)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.pde = pde
         self.dim = INPUT_DIMS[pde]
@@ -212,20 +219,22 @@ class PINNEnsembleSolver:
     def _set_scales(self, centre: np.ndarray, scale: np.ndarray, y_mean, y_scale: float) -> None:
         """Standardisation of inputs and outputs (float64 in, so ``from_state`` repeats it exactly).
 
-        Scalar fields: ``u = y_mean + y_scale * net``. Flow: ``y_mean`` is the mean velocity
-        (2,), ``psi = y_scale * L * net`` with ``L`` the geometric mean of the half-extents,
+        Inputs: ``(z - centre) / scale * input_gain`` (half-extent ``scale``). Scalar fields:
+        ``u = y_mean + y_scale * net``. Flow: ``y_mean`` is the mean velocity (2,),
+        ``psi = y_scale * L * net`` with ``L`` the geometric mean of ``scale / input_gain``,
         pressure ``y_scale^2 * net``, and the momentum residual is measured in units of
         ``y_scale^2 / L``.
         """
         self._centre_np, self._scale_np = np.asarray(centre, np.float64), np.asarray(scale, np.float64)
         self._y_mean_np, self._y_scale = np.asarray(y_mean, np.float64), float(y_scale)
+        effective = self._scale_np / self.input_gain
         self._centre = torch.as_tensor(self._centre_np, dtype=self.dtype)
-        self._scale = torch.as_tensor(self._scale_np, dtype=self.dtype)
+        self._scale = torch.as_tensor(effective, dtype=self.dtype)
         if self.components is None:
             self._y_mean = float(self._y_mean_np)
             self._residual_scale = self._y_scale
         else:
-            length = float(np.sqrt(np.prod(self._scale_np)))
+            length = float(np.sqrt(np.prod(effective)))
             self._y_mean = torch.as_tensor(self._y_mean_np, dtype=self.dtype)
             self._psi_scale = self._y_scale * length
             self._p_scale = self._y_scale ** 2

@@ -43,7 +43,8 @@ class FieldPosterior:
         else:
             names = tuple(self.components)
             if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
-                raise ValueError(f"FieldPosterior: components must be distinct non-empty names, got {self.components!r}")
+                raise ValueError("FieldPosterior: components must be distinct non-empty names, "
+                                 f"got {self.components!r}")
             self.components = names
             if self.mean.ndim not in (3, 4) or self.mean.shape[-1] != len(names):
                 raise ValueError(f"FieldPosterior: with components {names} expected (ny, nx, {len(names)}) or "

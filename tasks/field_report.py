@@ -62,20 +62,33 @@ def summarize_field(store: ResultStore) -> dict[str, Any]:
     return summary
 
 
-def field_preview_markdown(store: ResultStore, title: str) -> str:
-    """Mean and std (the first time step; the speed for a vector field), and |mean - reference|."""
+def field_panels(store: ResultStore, index: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Images of time step ``index`` (the whole field when static), north up: mean and std (the
+    speed and the std of the first component for a vector field), and |mean - reference|."""
     ds = store.to_xarray()
-    if store.layout.leading_dim == "time":
-        ds = ds.isel(time=0)
+    layout = store.layout
+    if layout.leading_dim == "time":
+        if not 0 <= index < layout.n_slices:
+            raise ValueError(f"{store.path}: time index {index}: expected 0..{layout.n_slices - 1}")
+        ds = ds.isel(time=index)
     names = ["mean", "std"] + (["reference"] if store.has_reference else [])
     arrays = {n: np.asarray(ds[n].values, dtype=np.float64) for n in names}
-    if store.layout.components:
-        arrays = {n: np.sqrt(np.sum(a ** 2, axis=-1)) for n, a in arrays.items()}
-    panels = [downsample(arrays["mean"][::-1], PREVIEW_PIXELS), downsample(arrays["std"][::-1], PREVIEW_PIXELS)]
-    labels = ["mean" + (" speed" if store.layout.components else ""), "std"]
+    if layout.components:
+        arrays = {n: (np.sqrt(np.sum(a ** 2, axis=-1)) if n != "std" else a[..., 0]) for n, a in arrays.items()}
+    ys = np.asarray(ds["y"].values)
+    up = (lambda a: a[::-1]) if len(ys) > 1 and ys[0] < ys[-1] else (lambda a: a)  # noqa: E731
+    panels = [up(arrays["mean"]), up(arrays["std"])]
+    labels = ["mean speed" if layout.components else "mean",
+              f"std of {layout.components[0]}" if layout.components else "std"]
     if store.has_reference:
-        panels.append(downsample(np.abs(arrays["mean"] - arrays["reference"])[::-1], PREVIEW_PIXELS))
+        panels.append(up(np.abs(arrays["mean"] - arrays["reference"])))
         labels.append("|mean - reference|")
-    where = "first time step" if store.layout.leading_dim == "time" else "the field"
-    return (f"### {title}\n\n{where.capitalize()}, north up, left to right: {', '.join(labels)}.\n\n"
-            f"![preview]({data_uri(side_by_side(panels))})\n")
+    return panels, labels
+
+
+def field_preview_markdown(store: ResultStore, title: str) -> str:
+    panels, labels = field_panels(store)
+    image = side_by_side([downsample(p, PREVIEW_PIXELS) for p in panels])
+    where = "First time step" if store.layout.leading_dim == "time" else "The field"
+    return (f"### {title}\n\n{where}, north up, left to right: {', '.join(labels)}.\n\n"
+            f"![preview]({data_uri(image)})\n")

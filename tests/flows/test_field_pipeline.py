@@ -51,6 +51,16 @@ def test_field_gp_writes_a_scored_y_x_store_in_row_bands_and_resumes_without_ref
     assert store.provenance["observations"] == {"fitted": 64, "held_out": 16}
     fit = store.read_meta_json(FIT_FILE)
     assert fit["state"]["components"][0]["hyperparameters"]["lengthscale"][0] > 0
+    # `inversa show` previews a field store (north up: the first image row is the largest y)
+    from flows.cli import main
+
+    assert main(["show", str(out), "--png", str(tmp_path / "gp.png"), "--json"]) == 0
+    assert (tmp_path / "gp.png").read_bytes()[:4] == b"\x89PNG"
+    from tasks.field_report import field_panels
+
+    panels, labels = field_panels(store)
+    assert labels == ["mean", "std", "|mean - reference|"]
+    np.testing.assert_array_equal(panels[0][0], ds["mean"].values[-1])
     # a rerun resumes: nothing refitted, nothing rewritten
     before = (store.meta_path(FIT_FILE).stat().st_mtime_ns, [store.region_record(i) for i in range(3)])
     _, again = _run("field-gp", obs, out, "region_size=8", "holdout.fraction=0.2", reference=truth)

@@ -603,6 +603,12 @@ class ResultStore:
         _write_json_atomic(path, _jsonable(dict(obj), name))
         return path
 
+    def write_meta_bytes(self, name: str, payload: bytes) -> Path:
+        """Write ``_inversa/<name>`` atomically (arrays a run keeps beside its JSON records)."""
+        path = self.meta_path(name)
+        _write_bytes_atomic(path, bytes(payload))
+        return path
+
     def read_meta_json(self, name: str) -> dict[str, Any] | None:
         """``_inversa/<name>`` as a dict, or None when absent or unreadable."""
         try:
@@ -954,11 +960,15 @@ def _jsonable(value: Any, where: str) -> Any:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
+    _write_bytes_atomic(path, json.dumps(obj, indent=1, allow_nan=False).encode("utf-8"))
+
+
+def _write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Write to a unique temp file in the same directory, fsync, then ``os.replace``."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=1, allow_nan=False)
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from data.errors import InvalidGrid, InvalidMeasurement, ShapeMismatch
-from data.fields import COMPONENT, MASK, SENSOR, TIME, VALUE, FieldGrid
+from data.fields import COMPONENT, MASK, TIME, VALUE, FieldGrid
 from data.readers.field_grid import field_candidates
 from data.readers.field_input import SCATTERED, field_input_kind, read_field_input
 from data.readers.xarray_files import open_dataset_file

@@ -20,10 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -242,19 +240,6 @@ def holdout_scores(model: FieldModel, held: Points, level: float) -> dict[str, f
             "holdout_covered": int(np.sum(np.abs(error) <= half))}
 
 
-def _write_atomic(path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def ensure_fit(store_path: str, recipe: dict[str, Any]) -> dict[str, Any]:
     """The store's one-off fit record: read it if a run already made it, else fit and save it."""
     store = ResultStore.open(store_path)
@@ -269,7 +254,7 @@ def ensure_fit(store_path: str, recipe: dict[str, Any]) -> dict[str, Any]:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     payload = buffer.getvalue()
-    _write_atomic(store.meta_path(FIT_ARRAYS), payload)
+    store.write_meta_bytes(FIT_ARRAYS, payload)
     record = {
         "state": state,
         "arrays_sha256": hashlib.sha256(payload).hexdigest(),

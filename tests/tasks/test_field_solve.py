@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from data.errors import InvalidGrid, InvalidMeasurement, OutsideGrid
-from data.synthetic_fields import simulate_darcy_study
 from tasks.field_methods import field_method
 from tasks.field_problem import load_field_problem
 from tasks.field_solve import FieldModel
@@ -116,7 +115,6 @@ def test_bad_grids_and_inputs_fail_with_the_file_and_field_named(darcy, tmp_path
 
 
 def test_a_vector_field_needs_the_incompressible_pinn_not_the_heat_one():
-    from data.readers.piv_vec import read_piv_vec  # noqa: F401 - the reader the PIV input goes through
     from tests.conftest import shared_file
 
     frame = shared_file("fields/pivpy_soapfilm/Run000001.T000.D000.P000.H001.L.vec")

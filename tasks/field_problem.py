@@ -5,7 +5,9 @@ so nothing but paths crosses a process boundary; the files are read once per pro
 by path, modification time and size, like the CT measurements in tasks/measurement.py).
 
 The output grid:
-* gridded input (a grid with gaps: SST, PIV): the input's own grid; gaps are filled.
+* gridded input (a grid with gaps: SST, PIV): the input's own grid; gaps are filled. In a time
+  series, cells never observed at any time (land, outside the film) are not part of the field:
+  they stay NaN. A single frame has every gap filled.
 * scattered input: the recipe's ``grid:`` section (data.fields.FieldGrid), else the reference's
   grid (synthetic studies: the truth's nodes), else ``DEFAULT_GRID``: 128 x 128 cells over the
   observations' bounding box, masked to their convex hull (``inversa check`` prints it).
@@ -235,6 +237,9 @@ def load_field_problem(recipe: dict[str, Any]) -> FieldProblem:
                               f"keys {sorted(spec)}")
         xs, ys = (np.asarray(ds[a].values, dtype=np.float64) for a in ("x", "y"))
         coord_units = str(ds["x"].attrs.get("units", "1"))
+        if times is not None:  # a time series: cells never observed (land) are outside the field
+            ever = ds[MASK].values if ds[MASK].ndim == 2 else ds[MASK].values.any(axis=0)
+            cell_mask = None if ever.all() else ever
     holdout = dict(recipe.get("holdout") or {})
     reference = _reference_on(recipe, xs, ys, times, components) if recipe.get("reference") else None
     return FieldProblem(

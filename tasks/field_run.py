@@ -292,13 +292,6 @@ def fitted_model(store: ResultStore, recipe: dict[str, Any], problem: FieldProbl
 
 # ------------------------------------------------------------------------------ regions
 
-def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    if mask is None:
-        return values
-    shaped = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim))
-    return np.where(shaped, values, np.nan)
-
-
 def _scores(mean, lower, upper, ref) -> tuple[float, float]:
     finite = np.isfinite(mean) & np.isfinite(ref)
     if not finite.any():
@@ -322,22 +315,21 @@ def reconstruct_field_region(store_path: str, index: int, recipe: dict[str, Any]
         if needs_global_fit(method, problem):
             model = fitted_model(store, recipe, problem, method)
             if problem.leading_dim == "y":
-                mean, std = model.predict_grid(problem.ys[start:stop])
-                mask = None if problem.cell_mask is None else problem.cell_mask[start:stop]
+                rows = None if problem.cell_mask is None else problem.cell_mask[start:stop]
+                mean, std = model.predict_cells(problem.ys[start:stop], rows)
             else:
-                mean, std = model.predict_grid(problem.ys, problem.time_values()[start:stop])
-                mask = problem.cell_mask
+                mean, std = model.predict_cells(problem.ys, problem.cell_mask, problem.time_values()[start:stop])
             info["fit"] = "shared"
         else:
             means, stds, fits, sums = [], [], [], []
             for t in range(start, stop):
                 model = FieldModel(method, problem).fit(problem.observations(t))
-                m, s = model.predict_grid(problem.ys)
+                m, s = model.predict_cells(problem.ys, problem.cell_mask)
                 means.append(m)
                 stds.append(s)
                 fits.append(model.info)
                 sums.append(holdout_scores(model, problem.held_out(t), level))
-            mean, std, mask = np.stack(means), np.stack(stds), problem.cell_mask
+            mean, std = np.stack(means), np.stack(stds)
             info["fits"] = fits
             info.update({key: sum(s[key] for s in sums) for key in sums[0]})
             if "holdout_rmse" in metrics:
@@ -345,8 +337,7 @@ def reconstruct_field_region(store_path: str, index: int, recipe: dict[str, Any]
                     n = max(s["holdout_values"], 1)
                     metrics["holdout_rmse"].append(np.sqrt(s["holdout_sq_error"] / n) if s["holdout_n"] else np.nan)
                     metrics["holdout_coverage"].append(s["holdout_covered"] / n if s["holdout_n"] else np.nan)
-    mean = _masked(np.asarray(mean, dtype=np.float64), mask)
-    std = _masked(np.asarray(std, dtype=np.float64), mask)
+    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)  # NaN outside the mask
     lower, upper = gaussian_interval(mean, std, level)
     reference = problem.reference_block(start, stop)
     if reference is not None and "rmse" in metrics:

@@ -186,6 +186,26 @@ class FieldModel:
         pairs = [s.predict(points.xy) for s in self.solvers]
         return self._stack(pairs)
 
+    def predict_cells(self, ys: np.ndarray, mask: np.ndarray | None,
+                      times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_grid`` computing only the cells where ``mask`` (len(ys), nx) is True; NaN elsewhere.
+
+        Cells outside a convex hull or on land cost nothing (an exact GP's variance is O(n^2)
+        per cell, so this is most of a masked grid's time)."""
+        if mask is None or mask.all():
+            return self.predict_grid(ys, times)
+        gx, gy = np.meshgrid(self.problem.xs, ys)
+        inside = np.column_stack([gx[mask], gy[mask]])
+        steps = [None] if times is None else list(times)
+        tail = (len(self.problem.components),) if self.problem.components else ()
+        mean = np.full((len(steps), *mask.shape, *tail), np.nan)
+        std = np.full_like(mean, np.nan)
+        for i, t in enumerate(steps):
+            if inside.shape[0]:
+                m, s = self.predict(Points(inside, np.empty(0), None if t is None else np.full(len(inside), float(t))))
+                mean[i][mask], std[i][mask] = m, s
+        return (mean[0], std[0]) if times is None else (mean, std)
+
     def predict_grid(self, ys: np.ndarray, times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std over ``ys x problem.xs`` (and ``times`` for a space-time fit), components last."""
         xs = self.problem.xs

@@ -91,6 +91,7 @@ def test_sst_gaps_filled_per_winter_with_held_out_ocean_points_scored(tmp_path):
     np.testing.assert_array_equal(ds["time"].values, source["time"].values)
     ocean = np.isfinite(source["sst"].values[0])
     assert np.isfinite(ds["mean"].values[:, ocean]).all()
+    assert np.isnan(ds["mean"].values[:, ~ocean]).all() and (~ocean).sum() > 0  # land is not sea surface
     assert result["holdout_points"] == 50 * round(0.3 * ocean.sum())
     # measured: RMSE 0.121 K (the anomalies' std is about 0.5 K), 90 % coverage 0.904
     assert result["holdout_rmse"] < 0.4 * float(np.nanstd(source["sst"].values))

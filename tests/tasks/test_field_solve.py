@@ -74,6 +74,19 @@ def test_a_saved_fit_rebuilds_the_same_posterior(darcy, method, params):
     np.testing.assert_allclose(whole[3:9], m1, rtol=1e-9, atol=1e-9)
 
 
+def test_masked_cells_are_skipped_not_predicted_differently(darcy):
+    obs, _ = darcy
+    problem = load_field_problem(_recipe(obs, grid={"shape": [12, 15], "mask": "convex-hull"}))
+    assert problem.cell_mask is not None and 0 < problem.cell_mask.sum() < problem.cell_mask.size
+    model = FieldModel(field_method("gp", {}), problem).fit(problem.observations())
+    full_mean, full_std = model.predict_grid(problem.ys)
+    mean, std = model.predict_cells(problem.ys, problem.cell_mask)
+    inside = problem.cell_mask
+    np.testing.assert_allclose(mean[inside], full_mean[inside], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(std[inside], full_std[inside], rtol=1e-9, atol=1e-9)
+    assert np.isnan(mean[~inside]).all() and np.isnan(std[~inside]).all()
+
+
 def test_physics_gp_beats_the_plain_gp_on_the_pde_it_knows(darcy):
     obs, truth = darcy
     problem = load_field_problem(_recipe(obs, truth))

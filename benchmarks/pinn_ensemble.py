@@ -13,7 +13,7 @@ collocation points) on the heat equation with unknown kappa, in the same process
 The step-0 losses of the two variants are printed as a check that they compute the same thing.
 
     python benchmarks/pinn_ensemble.py [--members 8] [--width 32] [--depth 3] [--collocation 256]
-                                       [--obs 500] [--steps 20] [--threads 1]
+                                       [--obs 500] [--steps 20] [--threads 1] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -51,7 +52,7 @@ def main() -> None:
     x[:, 2] *= 0.5
     y = np.exp(-2 * 0.1 * math.pi ** 2 * x[:, 2]) * np.sin(math.pi * x[:, 0]) * np.sin(math.pi * x[:, 1])
     solver = PINNEnsembleSolver("heat", members=a.members, width=a.width, depth=a.depth, steps=1,
-                                n_collocation=a.collocation, seed=0)
+                                n_collocation=a.collocation, seed=0, device=a.device)
     solver.fit(x, y, 1e-2, domain=[(0, 1), (0, 1), (0, 0.5)])  # builds members, anchors, data
     nets = solver.member_modules()
     stacked = {k: v.detach().clone().requires_grad_(True) for k, v in solver.params.items()}
@@ -81,7 +82,8 @@ def main() -> None:
     first = {"batched": step_batched(*batches[0]), "loop": step_loop(*batches[0])}
     result = {"members": a.members, "width": a.width, "depth": a.depth, "collocation": a.collocation,
               "observations": a.obs, "steps_timed": a.steps, "threads": a.threads,
-              "torch": torch.__version__, "step0_loss": first}
+              "torch": torch.__version__, "step0_loss": first,
+              "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"}
     for name, step in (("batched", step_batched), ("loop", step_loop)):
         for z, f in batches[1:a.warmup]:
             step(z, f)

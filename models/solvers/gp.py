@@ -24,6 +24,9 @@ Why this design:
   is stated in the benchmark. ``return_std=False`` gives the mean alone at O(n) per point.
 * **Tiles.** Memory for prediction is O(n * tile_size) whatever the grid size, so a 500 x 500
   grid is as safe as a 50 x 50 one.
+* **Device.** ``device="cuda"`` keeps the observations, the Cholesky factor and each tile on the
+  GPU (still float64: the variance is a difference of nearly equal numbers); inputs and outputs
+  stay numpy arrays, so callers do not change.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import gpytorch
 import numpy as np
 import torch
 
-from .gp_common import Standardisation, grid_posterior, kernel_matrix, scaled_kernel
+from .gp_common import Standardisation, grid_posterior, kernel_matrix, kernel_terms, scaled_kernel
 from .inputs import distinct as _distinct
 from .inputs import fail as _fail
 from .inputs import noise_stds as _noise_stds
@@ -46,16 +49,20 @@ from .summary import FieldPosterior
 MAX_EXACT_POINTS = 25_000
 """Cholesky (not CG/Lanczos) is used in GPyTorch up to this many observations."""
 
-KERNELS = ("matern52", "rbf")
-
-
 class _ExactGPModel(gpytorch.models.ExactGP):
-    """Constant mean + ScaleKernel(ARD Matern 5/2 or RBF) over two standardised coordinates."""
+    """Constant mean + ScaleKernel(ARD Matern 5/2 or RBF), or a sum of them, over two
+    standardised coordinates."""
 
-    def __init__(self, x, y, likelihood, kernel: str):
+    def __init__(self, x, y, likelihood, terms: tuple[str, ...]):
         super().__init__(x, y, likelihood)
         self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = scaled_kernel(kernel)
+        scaled = [scaled_kernel(t) for t in terms]
+        self.covar_module = scaled[0] if len(scaled) == 1 else gpytorch.kernels.AdditiveKernel(*scaled)
+
+    def scaled_terms(self) -> list:
+        """The ScaleKernel of each term of the covariance."""
+        c = self.covar_module
+        return list(c.kernels) if isinstance(c, gpytorch.kernels.AdditiveKernel) else [c]
 
     def forward(self, x):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
@@ -68,14 +75,15 @@ class ExactGPSolver:
     the data variance), keeping ``K + noise`` well conditioned. ``max_iter`` bounds the L-BFGS
     iterations, ``tol`` is the change of the per-observation negative log marginal likelihood
     at which it stops, ``lr`` the L-BFGS step scale, ``seed`` fixes the subset drawn when
-    ``fit_max_points`` is smaller than n.
+    ``fit_max_points`` is smaller than n. ``kernel`` is ``"matern52"``, ``"rbf"`` or a sum such
+    as ``"matern52+matern52"``; a sum's hyperparameters ``lengthscale`` and ``outputscale`` are
+    lists with one entry per term.
     """
 
     def __init__(self, kernel: str = "matern52", noise_floor: float = 1e-6, max_iter: int = 100,
                  lr: float = 1.0, seed: int = 0, tol: float = 1e-7, tile_size: int = 1024,
-                 fit_max_points: int | None = None):
-        if kernel not in KERNELS:
-            raise ValueError(f"ExactGPSolver: argument 'kernel': expected one of {KERNELS}, got {kernel!r}")
+                 fit_max_points: int | None = None, device: str | torch.device = "cpu"):
+        self._terms = kernel_terms("ExactGPSolver", kernel)
         if not noise_floor > 0:
             raise ValueError(f"ExactGPSolver: argument 'noise_floor': expected > 0, got {noise_floor}")
         if int(tile_size) < 1:
@@ -88,6 +96,7 @@ class ExactGPSolver:
         self.tol = float(tol)
         self.tile_size = int(tile_size)
         self.fit_max_points = fit_max_points
+        self.device = torch.device(device)
         self._model = None
         self.info: dict = {}
 
@@ -115,13 +124,13 @@ class ExactGPSolver:
         self._x_mean, self._x_scale, self._y_mean, self._y_scale = (
             scaling.x_mean, scaling.x_scale, scaling.y_mean, scaling.y_scale)
 
-        X = torch.from_numpy((x - self._x_mean) / self._x_scale)
-        Y = torch.from_numpy((y - self._y_mean) / self._y_scale)
+        X = torch.from_numpy((x - self._x_mean) / self._x_scale).to(self.device)
+        Y = torch.from_numpy((y - self._y_mean) / self._y_scale).to(self.device)
         floor = gpytorch.constraints.GreaterThan(self.noise_floor)
         if noise_std is None:
             likelihood = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=floor)
         else:
-            fixed = torch.from_numpy((noise_std / self._y_scale) ** 2)
+            fixed = torch.from_numpy((noise_std / self._y_scale) ** 2).to(self.device)
             likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(
                 noise=fixed, learn_additional_noise=learn_extra_noise, noise_constraint=floor)
         self._fixed = noise_std is not None
@@ -132,7 +141,8 @@ class ExactGPSolver:
         idx = np.arange(n)
         if optimise and self.fit_max_points is not None and n > self.fit_max_points:
             idx = np.sort(np.random.default_rng(self.seed).choice(n, self.fit_max_points, replace=False))
-        model = _ExactGPModel(X[idx], Y[idx], likelihood, self.kernel).double()
+        model = _ExactGPModel(X[idx], Y[idx], likelihood, self._terms).double().to(self.device)
+        likelihood.to(self.device)
         if self._fixed:
             likelihood.noise = fixed[idx]
         self._model, self._likelihood = model, likelihood
@@ -171,11 +181,18 @@ class ExactGPSolver:
             raise ValueError(f"ExactGPSolver.fit: argument 'initial': unknown keys {sorted(unknown)}; "
                              "expected lengthscale, outputscale, noise, mean")
         m = self._model
-        ls = np.broadcast_to(np.asarray(initial.get("lengthscale", 0.5 * self._x_scale), dtype=np.float64), (2,))
-        m.covar_module.base_kernel.lengthscale = torch.from_numpy(ls / self._x_scale).reshape(1, 2)
+        terms = m.scaled_terms()
+        # One term: 0.5 std of the coordinates; a sum: lengthscales spread from 0.1 to 1 std so the
+        # terms start apart (identical starts would stay identical) and share the variance.
+        spread = [0.5] if len(terms) == 1 else np.geomspace(0.1, 1.0, len(terms)).tolist()
+        lengthscales = self._per_term(initial, "lengthscale", [f * self._x_scale for f in spread])
+        outputscales = self._per_term(initial, "outputscale", [self._y_scale ** 2 / len(terms)] * len(terms))
         # float64 tensors: a Python float would pass through float32 on its way to the raw parameter.
-        f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-        m.covar_module.outputscale = f64(float(initial.get("outputscale", self._y_scale ** 2)) / self._y_scale ** 2)
+        f64 = lambda v: torch.tensor(v, dtype=torch.float64, device=self.device)  # noqa: E731
+        for term, ls, scale in zip(terms, lengthscales, outputscales):
+            ls = np.broadcast_to(np.asarray(ls, dtype=np.float64), (2,))
+            term.base_kernel.lengthscale = torch.from_numpy(ls / self._x_scale).reshape(1, 2).to(self.device)
+            term.outputscale = f64(float(scale) / self._y_scale ** 2)
         m.mean_module.constant = f64((float(initial.get("mean", self._y_mean)) - self._y_mean) / self._y_scale)
         noise = float(initial.get("noise", 0.1 * self._y_scale ** 2)) / self._y_scale ** 2
         noise = max(noise, self.noise_floor * (1 + 1e-9))
@@ -183,6 +200,18 @@ class ExactGPSolver:
             self._likelihood.noise = f64(noise)
         elif self._learn_extra:
             self._likelihood.second_noise = f64(noise)
+
+    def _per_term(self, initial: dict, key: str, default: list) -> list:
+        """``initial[key]`` as one value per kernel term (a sum takes a list, one term a value)."""
+        if key not in initial:
+            return default
+        value = initial[key]
+        if len(self._terms) == 1:
+            return [value]
+        if not isinstance(value, (list, tuple)) or len(value) != len(self._terms):
+            raise ValueError(f"ExactGPSolver.fit: argument 'initial': {key!r} of kernel {self.kernel!r} "
+                             f"expected a list of {len(self._terms)} values (one per term), got {value!r}")
+        return list(value)
 
     def _optimise(self, X, Y) -> tuple[int, int]:
         model, likelihood = self._model, self._likelihood
@@ -209,7 +238,7 @@ class ExactGPSolver:
 
     def _noise_variance_std(self, n: int, fixed) -> torch.Tensor:
         """Per-observation noise variance in standardised units (fixed part + learned part)."""
-        total = torch.zeros(n, dtype=torch.float64)
+        total = torch.zeros(n, dtype=torch.float64, device=self.device)
         if fixed is not None:
             total = total + fixed
             if self._learn_extra:
@@ -220,16 +249,22 @@ class ExactGPSolver:
 
     def _kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """k(a, b) in standardised units with the fitted hyperparameters, for a tile of rows."""
-        return kernel_matrix(self.kernel, a, b, self._lengthscale_std, self._outputscale)
+        k = None
+        for kind, lengthscale, outputscale in self._terms_std:
+            part = kernel_matrix(kind, a, b, lengthscale, outputscale)
+            k = part if k is None else k.add_(part)
+        return k
 
     def _cache(self) -> None:
         """Cholesky factor of K + noise over all observations, built in row tiles (bounded temporaries)."""
         with torch.no_grad():
-            self._lengthscale_std = self._model.covar_module.base_kernel.lengthscale.detach().reshape(2).clone()
-            self._outputscale = float(self._model.covar_module.outputscale.detach())
+            self._terms_std = [(kind, term.base_kernel.lengthscale.detach().reshape(2).clone(),
+                                float(term.outputscale.detach()))
+                               for kind, term in zip(self._terms, self._model.scaled_terms())]
+            self._outputscale = sum(scale for _, _, scale in self._terms_std)  # k(x, x)
             self._mean_const = float(self._model.mean_module.constant.detach())
             n = self._X.shape[0]
-            K = torch.empty((n, n), dtype=torch.float64)
+            K = torch.empty((n, n), dtype=torch.float64, device=self.device)
             for start in range(0, n, self.tile_size):
                 K[start:start + self.tile_size] = self._kernel(self._X[start:start + self.tile_size], self._X)
             K.diagonal().add_(self._noise_diag)
@@ -258,10 +293,13 @@ class ExactGPSolver:
         """Fitted hyperparameters in original units: lengthscale per axis, variances, mean."""
         self._require_fit("hyperparameters")
         m = self._model
-        ls = m.covar_module.base_kernel.lengthscale.detach().numpy().reshape(2) * self._x_scale
+        ls = [(t.base_kernel.lengthscale.detach().cpu().numpy().reshape(2) * self._x_scale).tolist()
+              for t in m.scaled_terms()]
+        scales = [float(t.outputscale.detach()) * self._y_scale ** 2 for t in m.scaled_terms()]
+        one = len(self._terms) == 1
         out = {
-            "lengthscale": ls.tolist(),
-            "outputscale": float(m.covar_module.outputscale.detach()) * self._y_scale ** 2,
+            "lengthscale": ls[0] if one else ls,
+            "outputscale": scales[0] if one else scales,
             "mean": self._y_mean + self._y_scale * float(m.mean_module.constant.detach()),
         }
         if not self._fixed:
@@ -294,7 +332,7 @@ class ExactGPSolver:
         m = xq.shape[0]
         mean = np.empty(m)
         std = np.empty(m) if return_std else None
-        Xq = torch.from_numpy((xq - self._x_mean) / self._x_scale)
+        Xq = torch.from_numpy((xq - self._x_mean) / self._x_scale).to(self.device)
         extra = 0.0
         if include_noise and self._learn_extra:
             extra = self.hyperparameters()["noise"] / self._y_scale ** 2
@@ -303,11 +341,11 @@ class ExactGPSolver:
             for start in range(0, m, tile):
                 q = Xq[start:start + tile]
                 Ksx = self._kernel(q, self._X)
-                mean[start:start + tile] = (self._mean_const + Ksx @ self._alpha).numpy()
+                mean[start:start + tile] = (self._mean_const + Ksx @ self._alpha).cpu().numpy()
                 if return_std:
                     v = torch.linalg.solve_triangular(self._L, Ksx.T, upper=False)
                     var = (self._outputscale - (v * v).sum(0)).clamp_min(0.0) + extra
-                    std[start:start + tile] = var.sqrt().numpy()
+                    std[start:start + tile] = var.sqrt().cpu().numpy()
         self.info["predict_seconds"] = time.perf_counter() - t0
         mean = self._y_mean + self._y_scale * mean
         if return_std:

@@ -18,6 +18,20 @@ from .summary import FieldPosterior
 KERNELS = ("matern52", "rbf")
 
 
+def kernel_terms(where: str, kernel: str) -> tuple[str, ...]:
+    """The kernels of a sum written as ``"matern52+matern52"`` (one term: a plain kernel).
+
+    A sum of two Matern kernels lets the marginal likelihood separate a short-range and a
+    long-range component (local anomalies over a regional field) that one lengthscale must
+    compromise between.
+    """
+    terms = tuple(t.strip() for t in str(kernel).split("+"))
+    if not all(t in KERNELS for t in terms):
+        raise ValueError(f"{where}: argument 'kernel': expected one of {KERNELS} or a sum of them "
+                         f"such as 'matern52+matern52', got {kernel!r}")
+    return terms
+
+
 def scaled_kernel(kind: str) -> gpytorch.kernels.ScaleKernel:
     """ScaleKernel over an ARD Matern 5/2 or RBF kernel on two coordinates."""
     if kind == "matern52":

@@ -40,13 +40,12 @@ import numpy as np
 import torch
 from scipy.cluster.vq import kmeans2
 
-from .gp_common import Standardisation, grid_posterior, kernel_matrix, scaled_kernel
+from .gp_common import KERNELS, Standardisation, grid_posterior, kernel_matrix, scaled_kernel
 from .inputs import fail as _fail
 from .inputs import points as _points
 from .inputs import values as _values
 from .summary import FieldPosterior
 
-KERNELS = ("matern52", "rbf")
 KMEANS_SAMPLE = 20_000
 """k-means for the initial inducing locations runs on at most this many (seeded) points."""
 

@@ -140,6 +140,9 @@ class PINNEnsembleSolver:
     learn features of about the input range first (spectral bias), so a field with many eddies
     per domain (the soap-film PIV: RMSE 0.0045 -> 0.0036 m/s at 2000 steps with gain 4) trains
     faster with a gain > 1.
+    ``device`` ("cpu", "cuda") holds the members and the data; random draws are made on the CPU
+    and moved, so a seed gives the same collocation points, batches and perturbed data on any
+    device. It is not part of ``state()``: ``from_state`` takes its own.
     """
 
     def __init__(self, pde: str = "heat", members: int = 8, width: int = 32, depth: int = 3,
@@ -148,7 +151,7 @@ class PINNEnsembleSolver:
                  prior_std: float = 1.0, parameter_init: float = 1.0, parameter_prior_std: float = 0.5,
                  seed: int = 0, dtype: torch.dtype = torch.float32, history: int = 20,
                  navier_stokes: bool = False, nu: float | None = None, batch_size: int | None = None,
-                 input_gain: float = 1.0):
+                 input_gain: float = 1.0, device: str | torch.device = "cpu"):
         where = "PINNEnsembleSolver"
         if pde not in PDES:
             _fail(where, "pde", f"one of {PDES}", repr(pde))
@@ -212,6 +215,7 @@ class PINNEnsembleSolver:
         self.seed = int(seed)
         self.dtype = dtype
         self.history = int(history)
+        self.device = torch.device(device)
         self.params: dict | None = None
         self.info: dict = {}
 
@@ -228,21 +232,25 @@ class PINNEnsembleSolver:
         self._centre_np, self._scale_np = np.asarray(centre, np.float64), np.asarray(scale, np.float64)
         self._y_mean_np, self._y_scale = np.asarray(y_mean, np.float64), float(y_scale)
         effective = self._scale_np / self.input_gain
-        self._centre = torch.as_tensor(self._centre_np, dtype=self.dtype)
-        self._scale = torch.as_tensor(effective, dtype=self.dtype)
+        self._centre = self._tensor(self._centre_np)
+        self._scale = self._tensor(effective)
         if self.components is None:
             self._y_mean = float(self._y_mean_np)
             self._residual_scale = self._y_scale
         else:
             length = float(np.sqrt(np.prod(effective)))
-            self._y_mean = torch.as_tensor(self._y_mean_np, dtype=self.dtype)
+            self._y_mean = self._tensor(self._y_mean_np)
             self._psi_scale = self._y_scale * length
             self._p_scale = self._y_scale ** 2
             self._residual_scale = self._y_scale ** 2 / length
 
+    def _tensor(self, a) -> torch.Tensor:
+        """``a`` in the solver's dtype on its device."""
+        return torch.as_tensor(a, dtype=self.dtype).to(self.device)
+
     def _template(self) -> FieldNet:
         return FieldNet(self.dim, self.width, self.depth, 0.0 if self.parameter_name is not None else None,
-                        out_dim=self.out_dim).to(self.dtype)
+                        out_dim=self.out_dim).to(device=self.device, dtype=self.dtype)
 
     def _build(self, centre: np.ndarray, scale: np.ndarray, y_mean, y_scale: float) -> None:
         """Members with their own seeds; stacked parameters; anchors = the initial values."""
@@ -254,7 +262,8 @@ class PINNEnsembleSolver:
             log_p = None
             if self.parameter_name is not None:
                 log_p = math.log(self.parameter_init) + self.parameter_prior_std * float(torch.randn((), generator=g))
-            nets.append(FieldNet(self.dim, self.width, self.depth, log_p, out_dim=self.out_dim).to(self.dtype))
+            nets.append(FieldNet(self.dim, self.width, self.depth, log_p, out_dim=self.out_dim)
+                        .to(device=self.device, dtype=self.dtype))
         params, _ = stack_module_state(nets)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.anchors = {k: v.detach().clone() for k, v in params.items()}
@@ -301,7 +310,7 @@ class PINNEnsembleSolver:
         """The member's PDE constant (kappa, k or nu), positive by construction; a given nu as is."""
         if self.parameter_name is not None:
             return torch.exp(params["log_parameter"])
-        return None if self.nu is None else torch.tensor(self.nu, dtype=self.dtype)
+        return None if self.nu is None else self._tensor(self.nu)
 
     def residuals(self, params: dict, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """PDE residual of ONE member at collocation points ``z`` (c, d): (c,), or (c, 2) for the
@@ -357,7 +366,7 @@ class PINNEnsembleSolver:
 
     def collocation(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh uniform collocation points in the domain box and the source there."""
-        u = torch.rand(self.n_collocation, self.dim, generator=generator, dtype=self.dtype)
+        u = torch.rand(self.n_collocation, self.dim, generator=generator, dtype=self.dtype).to(self.device)
         z = self._low + u * (self._high - self._low)
         return z, self._source_at(z)
 
@@ -411,20 +420,20 @@ class PINNEnsembleSolver:
         else:  # one scale for both components: psi couples them
             y_mean, spread = y.mean(axis=0), float(np.sqrt(np.mean(np.var(y, axis=0))))
         self._build(centre, scale, y_mean, spread if spread > 0 else 1.0)
-        tt = lambda a: torch.as_tensor(a, dtype=self.dtype)  # noqa: E731
+        tt = self._tensor
         self._x, self._sigma = tt(x), tt(sigma)
         self._low, self._high = tt(low), tt(high)
         self._xb = tt(xb) if boundary is not None else None
         self._yb = tt(ub) if boundary is not None else None
         if source is None:
-            self._source_at = lambda z: torch.zeros(z.shape[0], dtype=self.dtype)
+            self._source_at = lambda z: torch.zeros(z.shape[0], dtype=self.dtype, device=self.device)
         else:
             self._source_at = lambda z: self._call_source(source, z)
         g = torch.Generator().manual_seed(self.seed + 7)
-        eps = torch.randn(self.members, *y.shape, generator=g, dtype=self.dtype)
+        eps = torch.randn(self.members, *y.shape, generator=g, dtype=self.dtype).to(self.device)
         self._y_members = tt(y)[None] + self._sigma[None] * eps
-        self._prior = {k: torch.tensor(self.parameter_prior_std if k == "log_parameter" else self.prior_std,
-                                       dtype=self.dtype) for k in self.params}
+        self._prior = {k: tt(self.parameter_prior_std if k == "log_parameter" else self.prior_std)
+                       for k in self.params}
 
         opt = torch.optim.Adam(list(self.params.values()), lr=self.lr)
         gamma = self.lr_final_fraction ** (1.0 / self.steps)
@@ -433,7 +442,7 @@ class PINNEnsembleSolver:
         batched = self.batch_size is not None and self.batch_size < n
         for _ in range(self.steps):
             z, f = self.collocation(g)
-            batch = torch.randperm(n, generator=g)[:self.batch_size] if batched else None
+            batch = torch.randperm(n, generator=g)[:self.batch_size].to(self.device) if batched else None
             losses = self.ensemble_loss(self.params, z, f, batch)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
@@ -449,7 +458,7 @@ class PINNEnsembleSolver:
             "seconds": time.perf_counter() - t0,
         }
         if self.parameter_name is not None:
-            values = torch.exp(self.params["log_parameter"].detach()).double().numpy()
+            values = torch.exp(self.params["log_parameter"].detach()).double().cpu().numpy()
             self.info.update({
                 "parameter": self.parameter_name, "parameter_members": values.tolist(),
                 "parameter_mean": float(values.mean()), "parameter_std": float(values.std(ddof=1)),
@@ -464,7 +473,7 @@ class PINNEnsembleSolver:
             _fail("PINNEnsembleSolver.fit", "source",
                   f"a callable returning a tensor of shape ({z.shape[0]},) for points of shape {tuple(z.shape)}",
                   getattr(f, "shape", type(f).__name__))
-        return f.to(self.dtype)
+        return f.to(device=self.device, dtype=self.dtype)
 
     # ------------------------------------------------------------------ prediction
     def _require_fit(self, what: str) -> None:
@@ -478,10 +487,10 @@ class PINNEnsembleSolver:
         xq = _points("PINNEnsembleSolver.predict", "xq", xq, self.dim)
         if not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
             _fail("PINNEnsembleSolver.predict", "tile_size", "an integer >= 1", repr(tile_size))
-        z = torch.as_tensor(xq, dtype=self.dtype)
+        z = self._tensor(xq)
         with torch.no_grad():
             u = torch.cat([self.ensemble_fields(self.params, z[i:i + tile_size])
-                           for i in range(0, z.shape[0], tile_size)], dim=1).double().numpy()
+                           for i in range(0, z.shape[0], tile_size)], dim=1).double().cpu().numpy()
         return u.mean(axis=0), u.std(axis=0, ddof=1)
 
     def predict_grid(self, xs, ys, ts=None) -> FieldPosterior:
@@ -525,7 +534,7 @@ class PINNEnsembleSolver:
         return arrays, meta
 
     @classmethod
-    def from_state(cls, arrays: dict, meta: dict) -> "PINNEnsembleSolver":
+    def from_state(cls, arrays: dict, meta: dict, device: str | torch.device = "cpu") -> "PINNEnsembleSolver":
         """A solver that predicts exactly like the one whose ``state()`` gave ``arrays``, ``meta``.
 
         It holds no training data: ``predict``, ``predict_grid``, ``member_modules`` and
@@ -540,7 +549,7 @@ class PINNEnsembleSolver:
             _fail(where, "meta['config']['dtype']", f"one of {tuple(_DTYPES)}", repr(config.get("dtype")))
         config["dtype"] = _DTYPES[config["dtype"]]
         try:
-            solver = cls(**config)
+            solver = cls(**config, device=device)
         except TypeError as error:
             _fail(where, "meta['config']", "the constructor settings written by state()", str(error))
         template = solver._template()
@@ -556,8 +565,7 @@ class PINNEnsembleSolver:
                 _fail(where, f"arrays[{key!r}]", f"finite values of shape {shape}",
                       "missing" if arr is None else f"shape {arr.shape}")
         solver._set_scales(arrays["centre"], arrays["scale"], arrays["y_mean"], float(arrays["y_scale"]))
-        solver.params = {k: torch.as_tensor(np.asarray(arrays[f"param.{k}"]), dtype=solver.dtype).clone()
-                         for k in names}
+        solver.params = {k: solver._tensor(np.asarray(arrays[f"param.{k}"])).clone() for k in names}
         solver.anchors = None
         solver._base = template
         solver.info = copy.deepcopy(meta.get("info", {}))

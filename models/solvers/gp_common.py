@@ -15,7 +15,7 @@ import torch
 from .inputs import fail
 from .summary import FieldPosterior
 
-KERNELS = ("matern52", "rbf")
+KERNELS = ("matern52", "matern32", "rbf")
 
 
 def kernel_terms(where: str, kernel: str) -> tuple[str, ...]:
@@ -33,9 +33,9 @@ def kernel_terms(where: str, kernel: str) -> tuple[str, ...]:
 
 
 def scaled_kernel(kind: str) -> gpytorch.kernels.ScaleKernel:
-    """ScaleKernel over an ARD Matern 5/2 or RBF kernel on two coordinates."""
-    if kind == "matern52":
-        base = gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=2)
+    """ScaleKernel over an ARD Matern 5/2, Matern 3/2 or RBF kernel on two coordinates."""
+    if kind in ("matern52", "matern32"):
+        base = gpytorch.kernels.MaternKernel(nu=2.5 if kind == "matern52" else 1.5, ard_num_dims=2)
     else:
         base = gpytorch.kernels.RBFKernel(ard_num_dims=2)
     return gpytorch.kernels.ScaleKernel(base)
@@ -55,6 +55,9 @@ def kernel_matrix(kind: str, a: torch.Tensor, b: torch.Tensor, lengthscale: torc
     d2 += (a[:, 1:] - b[:, 1]).square_()
     if kind == "rbf":
         return d2.mul_(-0.5).exp_().mul_(outputscale)
+    if kind == "matern32":
+        s3r = d2.sqrt_().mul_(math.sqrt(3.0))
+        return s3r.neg().exp_().mul_(s3r.add_(1.0)).mul_(outputscale)
     s5r = d2.sqrt().mul_(math.sqrt(5.0))
     k = d2.mul_(5.0 / 3.0).add_(s5r).add_(1.0)
     return k.mul_(s5r.neg_().exp_()).mul_(outputscale)

@@ -24,7 +24,7 @@ Why this method (one scalable method, chosen over the alternatives):
   final hyperparameters, free of minibatch noise, and exact when the inducing points are the
   data (the tests check this against ``ExactGPSolver``).
 * **Same conventions as ``ExactGPSolver``.** Per-axis standardised coordinates, unit-std
-  values, the same kernels (ARD Matern 5/2 or RBF, constant mean, homoscedastic Gaussian noise
+  values, the same kernels (ARD Matern 5/2, Matern 3/2 or RBF, constant mean, homoscedastic Gaussian noise
   with a floor), hyperparameters reported in original units, ``initial``/``optimise=False`` to
   fix them, float64 throughout, prediction in tiles of ``tile_size`` query points
   (O(tile*m + m^2) memory, O(m^2) per point for the variance).
@@ -51,7 +51,7 @@ KMEANS_SAMPLE = 20_000
 
 
 class _SVGPModel(gpytorch.models.ApproximateGP):
-    """Constant mean + ScaleKernel(ARD Matern 5/2 or RBF), variational over inducing values u."""
+    """Constant mean + ScaleKernel(ARD Matern 5/2, Matern 3/2 or RBF), variational over inducing values u."""
 
     def __init__(self, inducing: torch.Tensor, kernel: str, learn_inducing: bool):
         distribution = gpytorch.variational.NaturalVariationalDistribution(inducing.shape[0])

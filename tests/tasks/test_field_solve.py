@@ -53,6 +53,7 @@ def test_output_grid_is_the_reference_grid_else_the_recipe_grid(darcy):
 
 @pytest.mark.parametrize("method, params", [
     ("gp", {}),
+    ("gp", {"kernel": "matern52+matern52", "max_iter": 20}),
     ("sparse-gp", {"inducing": 20, "min_steps": 20, "epochs": 1}),
     ("gp-physics", {"source": "sine", "boundary_value": 0.0, "n_collocation": 64}),
 ])

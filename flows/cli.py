@@ -237,7 +237,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         again = "without --steps (or with a larger one)" if args.steps else "the same command"
         print(f"resume     rerun {again} to train the remaining {total - done} steps")
     print(f"use it     inversa run ct-dds --input STUDY --output OUT.zarr --set method.params.prior={prior}")
-    print(f"           (or method.params.prior in any diffusion recipe: ct-dps, ct-reddiff, htc2022-dds, ...)")
+    print("           (or method.params.prior in any diffusion recipe: ct-dps, ct-reddiff, htc2022-dds, ...)")
     print(f"           python: from tasks.training import load_prior; prior = load_prior({str(prior)!r})")
     return 0
 

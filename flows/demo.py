@@ -58,6 +58,19 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _fmt_g(value: float) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.2g}"
+
+
+def _print_table(header: str, lines: list[str]) -> None:
+    print()
+    print(header)
+    print("-" * len(header))
+    for line in lines:
+        print(line)
+    print()
+
+
 def run_demo(output: Path) -> list[dict]:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -89,16 +102,11 @@ def run_demo(output: Path) -> list[dict]:
         result = reconstruct(recipe.model_dump(), overwrite=True)
         rows.append({**result, "wall_seconds": time.perf_counter() - started})
 
-    header = f"{'method':<10} {'PSNR':>7} {'SSIM':>7} {'MCC':>7} {'cover90':>8} {'seconds':>8}  store"
-    print()
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(
-            f"{row['method']:<10} {_fmt(row.get('psnr'), 2):>7} {_fmt(row.get('ssim')):>7} "
-            f"{_fmt(row.get('mcc')):>7} {_fmt(row.get('coverage')):>8} {row['wall_seconds']:>8.2f}  {row['store']}"
-        )
-    print()
+    _print_table(
+        f"{'method':<10} {'PSNR':>7} {'SSIM':>7} {'MCC':>7} {'cover90':>8} {'seconds':>8}  store",
+        [f"{row['method']:<10} {_fmt(row.get('psnr'), 2):>7} {_fmt(row.get('ssim')):>7} "
+         f"{_fmt(row.get('mcc')):>7} {_fmt(row.get('coverage')):>8} {row['wall_seconds']:>8.2f}  {row['store']}"
+         for row in rows])
     print("PSNR/SSIM against the simulated truth; MCC of an Otsu segmentation (the HTC2022 score);")
     print("cover90: fraction of pixels whose truth lies in the 90 % credible interval (n/a: no uncertainty).")
     print(f"Inspect a store: inversa show {rows[-1]['store']} --png preview.png")
@@ -117,15 +125,10 @@ def run_field_demo(output: Path) -> list[dict]:
         started = time.perf_counter()
         result = reconstruct(recipe.model_dump(), overwrite=True)
         rows.append({**result, "wall_seconds": time.perf_counter() - started})
-    header = f"{'method':<10} {'rel RMSE':>9} {'cover90':>8} {'seconds':>8}  store"
-    print()
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        rel = row.get("relative_rmse")
-        print(f"{row['method']:<10} {'n/a' if rel is None else f'{rel:.2g}':>9} {_fmt(row.get('coverage')):>8} "
-              f"{row['wall_seconds']:>8.2f}  {row['store']}")
-    print()
+    _print_table(
+        f"{'method':<10} {'rel RMSE':>9} {'cover90':>8} {'seconds':>8}  store",
+        [f"{row['method']:<10} {_fmt_g(row.get('relative_rmse')):>9} {_fmt(row.get('coverage')):>8} "
+         f"{row['wall_seconds']:>8.2f}  {row['store']}" for row in rows])
     print("rel RMSE: RMSE against the exact field over the field's std; cover90 as above, over every grid cell.")
     print("The physics GP also knows -laplace(u) = f and u = 0 on the boundary, which pin the field down.")
     return rows

@@ -10,7 +10,7 @@ millions of parameters on a GPU by changing ``UNetConfig`` only.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

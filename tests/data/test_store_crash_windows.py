@@ -6,13 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import data.store as store_module
-from data.store import ResultStore, StoreConflict, StoreError
+from data.store import StoreConflict, StoreError
 from tests.data.test_store import PROVENANCE, REPO, expected_full, make_store, siblings, snapshot, write_all
 
 NEW = dict(PROVENANCE, input_digest="sha256:new")

@@ -18,7 +18,7 @@ import tasks.region as region_module
 from data.store import ResultStore
 from flows.recipe import RECIPE_DIR, load_recipe
 from flows.reconstruct import RegionsFailed, reconstruct
-from tasks.measurement import Grid, GridResampler, geometry_for, grid_for, load_measurement, operator_for
+from tasks.measurement import Grid, GridResampler, geometry_for, load_measurement, operator_for
 from tasks.methods import build_sampler, load_prior_cached
 from tasks.region import interval_z, stream_posterior
 from tasks.training import TrainingRun

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import norm
 
 from models.solvers import ExactGPSolver, FieldPosterior

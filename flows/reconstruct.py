@@ -17,10 +17,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from data.store import ResultStore
+from data.store import ResultStore, axis_words
 from data.store_lock import StoreLock
 from flows.recipe import load_recipe
-from flows.scheduling import StoreJob, axis_words, reconstruct_stores
+from flows.scheduling import StoreJob, reconstruct_stores
 from tasks.measurement import uses_gpu
 from tasks.pipeline import calibrate_task, create_store_task, fit_field_task, plan_task, report_task
 from tasks.plan import dataset_name

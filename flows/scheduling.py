@@ -16,6 +16,7 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
+from data.store import axis_words
 from tasks.gpu import gpu_annotations
 from tasks.pipeline import RegionFailed, reconstruct_regions_task
 from tasks.report import ProgressArtifact
@@ -88,14 +89,6 @@ def worker_count() -> int:
         except Exception:  # noqa: BLE001 - a cluster that cannot say falls back to the default
             pass
     return max(1, min(os.cpu_count() or DEFAULT_WORKERS, 64))
-
-
-AXIS_WORDS = {"slice": ("slice", "slices"), "time": ("step", "steps"), "y": ("row", "rows")}
-
-
-def axis_words(axis: str) -> tuple[str, str]:
-    """What a region's indices count: CT slices; a field's time steps or grid rows."""
-    return AXIS_WORDS.get(axis, (axis, axis))
 
 
 def unit_name(job: StoreJob, unit: WorkUnit) -> str:

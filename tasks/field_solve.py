@@ -146,7 +146,7 @@ class FieldModel:
     def _fit_pinn(self, points: Points, noise: float, state: dict | None, arrays: dict):
         solver_class = type(self.method.build())
         if state is not None:
-            return solver_class.from_state(arrays, state["pinn"])
+            return solver_class.from_state(arrays, state["pinn"], device=self.method.solver_params.get("device", "cpu"))
         import torch
 
         pde = self.method.solver_params.get("pde", "heat")

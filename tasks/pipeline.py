@@ -13,7 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data.errors import InvalidMeasurement
-from data.store import ResultStore
+from data.store import ResultStore, axis_words
 from tasks.calibration import CALIBRATION_FILE, calibrate
 from tasks.field_run import ensure_fit
 from tasks.gpu import gpu_slot
@@ -105,6 +105,7 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, A
     logger = get_run_logger()
     store = ResultStore.open(store_path)
     done_before = store.done_regions()
+    units = axis_words(store.layout.leading_dim)[1]
     records, done = [], []
     started = time.perf_counter()
     for position, index in enumerate(indices, 1):
@@ -117,13 +118,13 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, A
         except Exception as exc:
             start, stop = store.regions[index] if 0 <= index < len(store.regions) else (index, index + 1)
             raise RegionFailed(
-                f"region {index} (slices {start}-{stop - 1}) of {store_path} failed: {exc}", store_path, index, done,
+                f"region {index} ({units} {start}-{stop - 1}) of {store_path} failed: {exc}", store_path, index, done,
                 transient=is_transient(exc),
             ) from exc
         records.append(record)
         done.append(index)
-        logger.info("region %d (slices %d-%d) done in %.3f s; %d/%d of this unit",
-                    index, record["start"], record["stop"] - 1, record["seconds"], position, len(indices))
+        logger.info("region %d (%s %d-%d) done in %.3f s; %d/%d of this unit",
+                    index, units, record["start"], record["stop"] - 1, record["seconds"], position, len(indices))
     return {
         "store": store_path,
         "regions": list(indices),

@@ -121,3 +121,25 @@ def test_worker_processes_run_the_asked_number_of_torch_threads():
 
     with LocalCluster(**local_cluster_kwargs(1, 2)) as two, Client(two) as client:
         assert list(client.run(torch_threads).values()) == [2]
+
+
+def test_field_gp_regions_on_a_cluster_rebuild_the_saved_fit_and_equal_threads(tmp_path, cluster, one_torch_thread):
+    """Worker processes have no fitted model: each rebuilds it from the fit saved in the store,
+    so the rows they write are the thread runner's, value for value."""
+    from flows.cli_field_study import write_field_study
+
+    obs, truth = write_field_study("darcy", tmp_path / "d.nc", {"n": 17, "n_sensors": 60, "seed": 2})
+
+    def field_recipe(output):
+        return load_recipe("field-gp", ["region_size=4", "method.params.max_iter=20"], input=str(obs),
+                           reference=str(truth), output=str(output)).model_dump()
+
+    threaded = _threads(field_recipe(tmp_path / "threads.zarr"))
+    runner = make_task_runner(RunnerOptions(address=cluster.scheduler_address))
+    on_dask = reconstruct.with_options(task_runner=runner)(field_recipe(tmp_path / "dask.zarr"))
+    assert on_dask["regions_done"] == threaded["regions_done"] == 5
+    one, two = xr.open_zarr(threaded["store"]), xr.open_zarr(on_dask["store"])
+    for name in ("mean", "std", "lower", "upper"):
+        assert np.isfinite(two[name].values).all(), name
+        assert np.array_equal(one[name].values, two[name].values), name
+    assert on_dask["rmse"] == threaded["rmse"] and on_dask["coverage"] == threaded["coverage"]

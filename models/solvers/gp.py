@@ -37,6 +37,7 @@ import time
 import gpytorch
 import numpy as np
 import torch
+from linear_operator.utils.errors import NanError, NotPSDError
 
 from .gp_common import Standardisation, grid_posterior, kernel_matrix, kernel_terms, scaled_kernel
 from .inputs import distinct as _distinct
@@ -169,6 +170,7 @@ class ExactGPSolver:
             "fit_seconds": fit_seconds,
             "cholesky_seconds": time.perf_counter() - t0,
             "inference": "exact (Cholesky, float64)",
+            "optimiser_note": getattr(self, "_optimiser_note", None),
             "variance": "exact latent variance from the cached Cholesky factor",
             "x_mean": self._x_mean.tolist(), "x_scale": self._x_scale.tolist(),
             "y_mean": self._y_mean, "y_scale": self._y_scale,
@@ -223,14 +225,34 @@ class ExactGPSolver:
                                       tolerance_grad=1e-9, tolerance_change=self.tol,
                                       line_search_fn="strong_wolfe")
 
+        best = {"loss": math.inf, "values": None}
+
         def closure():
             optimiser.zero_grad()
             loss = -mll(model(X), Y)
             loss.backward()
+            value = float(loss.detach())
+            finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+            if math.isfinite(value) and finite and value < best["loss"]:
+                best.update(loss=value, values=[p.detach().clone() for p in params])
             return loss
 
-        with gpytorch.settings.max_cholesky_size(MAX_EXACT_POINTS):
-            optimiser.step(closure)
+        # A line search can step where K + noise is numerically singular (a smooth field drives
+        # the noise to its floor while a lengthscale grows without bound): GPyTorch then raises
+        # on NaNs. The optimisation stops there and keeps the best hyperparameters it evaluated,
+        # which every caller gets anyway (L-BFGS ends at its best point when nothing fails).
+        self._optimiser_note = None
+        try:
+            with gpytorch.settings.max_cholesky_size(MAX_EXACT_POINTS):
+                optimiser.step(closure)
+        except (NanError, NotPSDError) as error:
+            if best["values"] is None:
+                raise
+            self._optimiser_note = f"stopped at the best point evaluated: {type(error).__name__} in the line search"
+        if best["values"] is not None:
+            with torch.no_grad():
+                for p, value in zip(params, best["values"]):
+                    p.copy_(value)
         state = optimiser.state[optimiser._params[0]]
         model.eval()
         likelihood.eval()

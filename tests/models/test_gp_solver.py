@@ -248,3 +248,26 @@ def test_subset_hyperparameters_condition_on_all_points_and_are_deterministic():
     sub = np.sort(np.random.default_rng(3).choice(300, 120, replace=False))
     only = ExactGPSolver().fit(x[sub], y[sub], optimise=False, initial=a.hyperparameters())
     assert np.max(np.abs(only.predict(xq)[1] - a.predict(xq)[1])) > 1e-3
+
+
+def test_a_line_search_into_a_singular_kernel_keeps_the_best_hyperparameters():
+    """SST winter 32 with 30 % of the ocean withheld: a kernel sum drives the noise to its floor
+    and a lengthscale upwards until the line search meets NaNs. The fit must stop at the best
+    point it evaluated, not crash, and still predict the withheld points well."""
+    from data.readers.field_input import read_field_input
+    from tests.conftest import shared_file
+
+    ds = read_field_input(shared_file("fields/eofs/sst_ndjfm_anom.nc"), {"units": "K"}, variable="sst")
+    gx, gy = np.meshgrid(ds.x.values, ds.y.values)
+    values = ds["value"].values[32]
+    ocean = np.isfinite(values)
+    x, y = np.column_stack([gx[ocean], gy[ocean]]), values[ocean]
+    out = np.zeros(y.size, dtype=bool)
+    out[np.random.default_rng((0, 32)).choice(y.size, int(round(0.3 * y.size)), replace=False)] = True
+    s = ExactGPSolver(kernel="matern52+matern52", max_iter=50).fit(x[~out], y[~out])
+    assert "NanError" in s.info["optimiser_note"]
+    start = ExactGPSolver(kernel="matern52+matern52").fit(x[~out], y[~out], optimise=False)
+    assert s.info["log_marginal_likelihood"] > start.info["log_marginal_likelihood"] + 50
+    mean, std = s.predict(x[out], include_noise=True)
+    assert np.sqrt(np.mean((mean - y[out]) ** 2)) < 0.1  # K; the anomalies' std is 0.57
+    assert 0.85 <= np.mean(np.abs(mean - y[out]) <= 1.6448536 * std) <= 1.0

@@ -37,7 +37,7 @@ def source_function(source: Any, module) -> Callable:
     value = float(source)
     if module is np:
         return lambda z: np.full(z.shape[0], value)
-    return lambda z: torch.full((z.shape[0],), value, dtype=z.dtype, device=z.device)
+    return lambda z: module.full((z.shape[0],), value, dtype=z.dtype, device=z.device)
 
 
 def is_space_time(method: FieldMethod) -> bool:

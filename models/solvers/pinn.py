@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from typing import Callable
 
@@ -216,6 +217,9 @@ class PINNEnsembleSolver:
         self.dtype = dtype
         self.history = int(history)
         self.device = torch.device(device)
+        # functional_call swaps each member's parameters into the one shared module, so two
+        # threads predicting at once (regions of a store) would read each other's: one at a time.
+        self._predict_lock = threading.Lock()
         self.params: dict | None = None
         self.info: dict = {}
 
@@ -488,7 +492,7 @@ class PINNEnsembleSolver:
         if not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
             _fail("PINNEnsembleSolver.predict", "tile_size", "an integer >= 1", repr(tile_size))
         z = self._tensor(xq)
-        with torch.no_grad():
+        with self._predict_lock, torch.no_grad():
             u = torch.cat([self.ensemble_fields(self.params, z[i:i + tile_size])
                            for i in range(0, z.shape[0], tile_size)], dim=1).double().cpu().numpy()
         return u.mean(axis=0), u.std(axis=0, ddof=1)

@@ -135,9 +135,20 @@ def test_darcy_pinn_infers_k_with_a_spread_and_stores_the_field(tmp_path):
     ds = xr.open_zarr(out)
     assert ds["mean"].dims == ("y", "x") and np.isfinite(ds["std"].values).all()
     assert result["k_std"] > 0 and 0.5 < result["k_mean"] < 8.0  # trained briefly; accuracy: tests/models
-    fit = ResultStore.open(out).read_meta_json(FIT_FILE)
+    store = ResultStore.open(out)
+    fit = store.read_meta_json(FIT_FILE)
     assert fit["info"]["solvers"][0]["parameter"] == "k"
-    assert len(ResultStore.open(out).regions) == 2
+    assert len(store.regions) == 2
+    # Every band of rows is the saved ensemble's prediction, though the two regions ran at once in
+    # two threads sharing one model (functional_call swaps parameters into a shared module).
+    from models.solvers import PINNEnsembleSolver
+    from tasks.field_run import FIT_ARRAYS
+
+    with np.load(store.meta_path(FIT_ARRAYS)) as saved:
+        solver = PINNEnsembleSolver.from_state({k: saved[k] for k in saved.files}, fit["state"]["pinn"])
+    whole = solver.predict_grid(ds["x"].values, ds["y"].values)
+    np.testing.assert_allclose(ds["mean"].values, whole.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ds["std"].values, whole.std, rtol=1e-5, atol=1e-6)
 
 
 def test_heat_pinn_fits_space_time_once_and_writes_blocks_of_time_steps(tmp_path):

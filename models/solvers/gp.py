@@ -44,6 +44,7 @@ from .inputs import distinct as _distinct
 from .inputs import fail as _fail
 from .inputs import noise_stds as _noise_stds
 from .inputs import points as _points
+from .inputs import query as _query
 from .inputs import values as _values
 from .summary import FieldPosterior
 
@@ -347,10 +348,7 @@ class ExactGPSolver:
         per-point variance and returns ``(mean, None)``.
         """
         self._require_fit("predict")
-        xq = _points("ExactGPSolver.predict", "xq", xq)
-        tile = self.tile_size if tile_size is None else int(tile_size)
-        if tile < 1:
-            raise ValueError(f"ExactGPSolver.predict: argument 'tile_size': expected >= 1, got {tile}")
+        xq, tile = _query("ExactGPSolver.predict", xq, tile_size, self.tile_size)
         m = xq.shape[0]
         mean = np.empty(m)
         std = np.empty(m) if return_std else None

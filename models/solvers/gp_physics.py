@@ -57,6 +57,7 @@ from .inputs import distinct as _distinct
 from .inputs import fail as _fail
 from .inputs import noise_stds as _noise_stds
 from .inputs import points as _points
+from .inputs import query as _query
 from .inputs import values as _values
 from .summary import FieldPosterior
 
@@ -419,11 +420,7 @@ class PhysicsGPSolver:
         ``std`` is the latent field's; ``include_noise=True`` adds the learned noise variance.
         """
         self._require_fit("predict")
-        where = "PhysicsGPSolver.predict"
-        xq = _points(where, "xq", xq)
-        tile = self.tile_size if tile_size is None else int(tile_size)
-        if tile < 1:
-            _fail(where, "tile_size", ">= 1", tile)
+        xq, tile = _query("PhysicsGPSolver.predict", xq, tile_size, self.tile_size)
         t = self._theta
         ls, s = t["lengthscale"], float(t["outputscale"])
         extra = float(t["noise"]) if include_noise else 0.0

@@ -43,6 +43,7 @@ from scipy.cluster.vq import kmeans2
 from .gp_common import KERNELS, Standardisation, grid_posterior, kernel_matrix, scaled_kernel
 from .inputs import fail as _fail
 from .inputs import points as _points
+from .inputs import query as _query
 from .inputs import values as _values
 from .summary import FieldPosterior
 
@@ -301,11 +302,7 @@ class SparseGPSolver:
         """Posterior mean and std at ``xq`` (q, 2), in tiles: latent std, plus the learned noise
         when ``include_noise``; ``return_std=False`` returns ``(mean, None)`` at O(m) per point."""
         self._require_fit("predict")
-        where = "SparseGPSolver.predict"
-        xq = _points(where, "xq", xq)
-        tile = self.tile_size if tile_size is None else int(tile_size)
-        if tile < 1:
-            _fail(where, "tile_size", ">= 1", tile)
+        xq, tile = _query("SparseGPSolver.predict", xq, tile_size, self.tile_size)
         q = xq.shape[0]
         mean = np.empty(q)
         std = np.empty(q) if return_std else None

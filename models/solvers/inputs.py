@@ -13,6 +13,15 @@ def fail(where: str, argument: str, expected: str, got) -> None:
     raise ValueError(f"{where}: argument {argument!r}: expected {expected}, got {got}")
 
 
+def query(where: str, xq, tile_size: int | None, default_tile: int) -> tuple[np.ndarray, int]:
+    """Query points ``xq`` (m, 2) checked as ``points``, and the tile size (``None``: the default)."""
+    xq = points(where, "xq", xq)
+    tile = default_tile if tile_size is None else int(tile_size)
+    if tile < 1:
+        fail(where, "tile_size", ">= 1", tile)
+    return xq, tile
+
+
 def points(where: str, name: str, x, dim: int = 2) -> np.ndarray:
     """``(n, dim)`` finite float64 coordinates: ``(x, y)`` or, for dim 3, ``(x, y, t)``."""
     labels = "(x, y, t)" if dim == 3 else "(x, y)"

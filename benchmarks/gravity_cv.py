@@ -130,12 +130,10 @@ def main() -> None:
             return solver.fit(xy[tr], r_tr)
 
         if k == 0 and len(kernels) > 1:
-            fitted = {}
             for kind in kernels:
                 t = time.perf_counter()
-                fitted[kind] = fit_gp(kind)
-                kernel_search[kind] = {"log_marginal_likelihood_fold0_train": fitted[kind].info["log_marginal_likelihood"],
-                                       "seconds": time.perf_counter() - t}
+                lml = fit_gp(kind).info["log_marginal_likelihood"]
+                kernel_search[kind] = {"log_marginal_likelihood_fold0_train": lml, "seconds": time.perf_counter() - t}
             kernel = max(kernels, key=lambda kind: kernel_search[kind]["log_marginal_likelihood_fold0_train"])
             print(json.dumps({"kernel_search": kernel_search, "chosen": kernel}), file=sys.stderr, flush=True)
         t = time.perf_counter()

@@ -60,6 +60,8 @@ IMAGE_VARIABLES = ("mean", "std", "lower", "upper")
 ``(time, y, x)`` or ``(y, x)`` for fields, with a trailing ``component`` for vector fields."""
 
 LEADING_DIMS = ("slice", "time", "y")
+"""The region axis: CT slices, field time steps, or the rows of a static field (grid tiles)."""
+
 AXIS_WORDS = {"slice": ("slice", "slices"), "time": ("step", "steps"), "y": ("row", "rows")}
 """What a region's indices count, singular and plural, per leading dim (log lines, task names)."""
 
@@ -67,7 +69,7 @@ AXIS_WORDS = {"slice": ("slice", "slices"), "time": ("step", "steps"), "y": ("ro
 def axis_words(leading_dim: str) -> tuple[str, str]:
     """CT slices; a field's time steps or grid rows."""
     return AXIS_WORDS.get(leading_dim, (leading_dim, leading_dim))
-"""The region axis: CT slices, field time steps, or the rows of a static field (grid tiles)."""
+
 
 STORE_FORMAT = "inversa-result-store"
 STORE_FORMAT_VERSION = 1

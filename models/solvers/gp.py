@@ -51,8 +51,9 @@ from .summary import FieldPosterior
 MAX_EXACT_POINTS = 25_000
 """Cholesky (not CG/Lanczos) is used in GPyTorch up to this many observations."""
 
+
 class _ExactGPModel(gpytorch.models.ExactGP):
-    """Constant mean + ScaleKernel(ARD Matern 5/2 or RBF), or a sum of them, over two
+    """Constant mean + ScaleKernel(ARD Matern 5/2, Matern 3/2 or RBF), or a sum of them, over two
     standardised coordinates."""
 
     def __init__(self, x, y, likelihood, terms: tuple[str, ...]):
@@ -77,7 +78,7 @@ class ExactGPSolver:
     the data variance), keeping ``K + noise`` well conditioned. ``max_iter`` bounds the L-BFGS
     iterations, ``tol`` is the change of the per-observation negative log marginal likelihood
     at which it stops, ``lr`` the L-BFGS step scale, ``seed`` fixes the subset drawn when
-    ``fit_max_points`` is smaller than n. ``kernel`` is ``"matern52"``, ``"rbf"`` or a sum such
+    ``fit_max_points`` is smaller than n. ``kernel`` is ``"matern52"``, ``"matern32"``, ``"rbf"`` or a sum such
     as ``"matern52+matern52"``; a sum's hyperparameters ``lengthscale`` and ``outputscale`` are
     lists with one entry per term.
     """
@@ -151,9 +152,9 @@ class ExactGPSolver:
         self._set_initial(initial or {})
 
         t0 = time.perf_counter()
-        iterations, evaluations = 0, 0
+        iterations, evaluations, note = 0, 0, None
         if optimise:
-            iterations, evaluations = self._optimise(X[idx], Y[idx])
+            iterations, evaluations, note = self._optimise(X[idx], Y[idx])
         fit_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -171,7 +172,7 @@ class ExactGPSolver:
             "fit_seconds": fit_seconds,
             "cholesky_seconds": time.perf_counter() - t0,
             "inference": "exact (Cholesky, float64)",
-            "optimiser_note": getattr(self, "_optimiser_note", None),
+            "optimiser_note": note,
             "variance": "exact latent variance from the cached Cholesky factor",
             "x_mean": self._x_mean.tolist(), "x_scale": self._x_scale.tolist(),
             "y_mean": self._y_mean, "y_scale": self._y_scale,
@@ -216,7 +217,9 @@ class ExactGPSolver:
                              f"expected a list of {len(self._terms)} values (one per term), got {value!r}")
         return list(value)
 
-    def _optimise(self, X, Y) -> tuple[int, int]:
+    def _optimise(self, X, Y) -> tuple[int, int, str | None]:
+        """L-BFGS on the negative log marginal likelihood: (iterations, evaluations, a note when it
+        had to stop early)."""
         model, likelihood = self._model, self._likelihood
         model.train()
         likelihood.train()
@@ -242,14 +245,14 @@ class ExactGPSolver:
         # the noise to its floor while a lengthscale grows without bound): GPyTorch then raises
         # on NaNs. The optimisation stops there and keeps the best hyperparameters it evaluated,
         # which every caller gets anyway (L-BFGS ends at its best point when nothing fails).
-        self._optimiser_note = None
+        note = None
         try:
             with gpytorch.settings.max_cholesky_size(MAX_EXACT_POINTS):
                 optimiser.step(closure)
         except (NanError, NotPSDError) as error:
             if best["values"] is None:
                 raise
-            self._optimiser_note = f"stopped at the best point evaluated: {type(error).__name__} in the line search"
+            note = f"stopped at the best point evaluated: {type(error).__name__} in the line search"
         if best["values"] is not None:
             with torch.no_grad():
                 for p, value in zip(params, best["values"]):
@@ -257,7 +260,7 @@ class ExactGPSolver:
         state = optimiser.state[optimiser._params[0]]
         model.eval()
         likelihood.eval()
-        return int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+        return int(state.get("n_iter", 0)), int(state.get("func_evals", 0)), note
 
     def _noise_variance_std(self, n: int, fixed) -> torch.Tensor:
         """Per-observation noise variance in standardised units (fixed part + learned part)."""

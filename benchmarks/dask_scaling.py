@@ -25,17 +25,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from data.synthetic import write_study  # noqa: E402
+from inversa.data.synthetic import write_study  # noqa: E402
 
 
 def _warm_up() -> int:
     import torch  # noqa: F401
 
-    import tasks.region  # noqa: F401
+    import inversa.tasks.region  # noqa: F401
 
     return os.getpid()
 
@@ -43,8 +42,8 @@ def _warm_up() -> int:
 def timed_run(recipe: dict, workers: int) -> tuple[float, dict]:
     from distributed import Client, LocalCluster
 
-    from flows.reconstruct import reconstruct
-    from flows.task_runners import RunnerOptions, local_cluster_kwargs, make_task_runner
+    from inversa.flows.reconstruct import reconstruct
+    from inversa.flows.task_runners import RunnerOptions, local_cluster_kwargs, make_task_runner
 
     with LocalCluster(**local_cluster_kwargs(workers, 1)) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
@@ -59,9 +58,9 @@ def bare_tv(args: tuple[str, dict, list[int]]) -> float:
     """The same model code with no pipeline: read, build the operator, TV on the given slices."""
     import torch
 
-    from tasks.measurement import geometry_for, grid_for, load_measurement, operator_for
-    from tasks.methods import build_sampler
-    from tasks.region import noise_levels
+    from inversa.tasks.measurement import geometry_for, grid_for, load_measurement, operator_for
+    from inversa.tasks.methods import build_sampler
+    from inversa.tasks.region import noise_levels
 
     path, recipe, slices = args
     torch.set_num_threads(1)
@@ -110,8 +109,8 @@ def main() -> None:
 
     import xarray as xr
 
-    from flows.recipe import load_recipe
-    from flows.runtime import local_run_settings
+    from inversa.flows.recipe import load_recipe
+    from inversa.flows.runtime import local_run_settings
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="inversa-dask-scaling-") as tmp:
@@ -124,7 +123,7 @@ def main() -> None:
         )
         runs = {}
         with local_run_settings():
-            from flows.reconstruct import reconstruct
+            from inversa.flows.reconstruct import reconstruct
 
             warm = load_recipe("ct-tv", ["region_size=1", "method.params.max_iter=1"], input=str(measurement),
                                output=str(Path(tmp) / "warm.zarr")).model_dump()

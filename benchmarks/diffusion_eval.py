@@ -29,15 +29,14 @@ import torch
 from scipy.stats import norm
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from data.synthetic import simulate_ct_study  # noqa: E402
-from models.samplers import FBP, TV, GaussianPosterior  # noqa: E402
-from models.samplers.diffusion import DDS, DPS, REDDiff  # noqa: E402
-from models.uq import (conformal_interval_scale, coverage, interval_scores, mcc_otsu, psnr,  # noqa: E402
+from inversa.data.synthetic import simulate_ct_study  # noqa: E402
+from inversa.models.samplers import FBP, TV, GaussianPosterior  # noqa: E402
+from inversa.models.samplers.diffusion import DDS, DPS, REDDiff  # noqa: E402
+from inversa.models.uq import (conformal_interval_scale, coverage, interval_scores, mcc_otsu, psnr,  # noqa: E402
                        scale_interval, ssim)
-from tasks.measurement import Grid, geometry_for, operator_for  # noqa: E402
-from tasks.training import load_prior  # noqa: E402
+from inversa.tasks.measurement import Grid, geometry_for, operator_for  # noqa: E402
+from inversa.tasks.training import load_prior  # noqa: E402
 
 FIELD_OF_VIEW_MM = 76.0
 EVAL_SEED, CALIBRATION_SEED = 2026, 7

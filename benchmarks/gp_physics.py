@@ -29,13 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data.synthetic_fields import simulate_darcy_study  # noqa: E402
-from models.solvers import ExactGPSolver, PhysicsGPSolver  # noqa: E402
+from inversa.data.synthetic_fields import simulate_darcy_study  # noqa: E402
+from inversa.models.solvers import ExactGPSolver, PhysicsGPSolver  # noqa: E402
 
 Z90 = 1.6448536269514722
 

@@ -26,12 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.solvers import ExactGPSolver, SparseGPSolver  # noqa: E402
+from inversa.models.solvers import ExactGPSolver, SparseGPSolver  # noqa: E402
 
 EXTENT = (100_000.0, 50_000.0)
 

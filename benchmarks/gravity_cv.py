@@ -43,14 +43,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import verde as vd  # noqa: E402
 
-from data.readers.field_csv import read_field_csv  # noqa: E402
-from models.solvers import ExactGPSolver  # noqa: E402
+from inversa.data.readers.field_csv import read_field_csv  # noqa: E402
+from inversa.models.solvers import ExactGPSolver  # noqa: E402
 
 DATA = Path("/work/shared/data/fields/fatiando/southern-africa-gravity.csv.xz")
 Z90 = 1.6448536269514722

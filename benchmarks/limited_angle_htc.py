@@ -35,7 +35,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DATA = REPO / ".." / "shared" / "data" / "ct" / "htc2022"
 RECIPE = "htc2022-limited"
@@ -60,7 +59,7 @@ def reference_for(phantom: str, grid: int, workdir: Path) -> Path:
     path = DATA / f"htc2022_{phantom}_full_recon_fbp_seg.mat"
     if grid == 512:
         return path
-    from data.readers import read_reference
+    from inversa.data.readers import read_reference
 
     seg = read_reference(path).values
     factor = 512 // grid
@@ -72,8 +71,8 @@ def reference_for(phantom: str, grid: int, workdir: Path) -> Path:
 
 
 def run_case(phantom, wedge, start, method, grid, workdir, extra_sets, reference) -> dict:
-    from flows.recipe import load_recipe
-    from flows.reconstruct import reconstruct
+    from inversa.flows.recipe import load_recipe
+    from inversa.flows.reconstruct import reconstruct
 
     overrides = [f"angular_range_deg={wedge}", f"start_angle_deg={start}"]
     recipe_name = RECIPE

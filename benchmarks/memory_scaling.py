@@ -27,11 +27,11 @@ import xarray as xr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.synthetic import simulate_ct_study  # noqa: E402
+from inversa.data.synthetic import simulate_ct_study  # noqa: E402
 
 CHILD = """
 import json, resource, sys
-from flows.cli import main
+from inversa.flows.cli import main
 code = main(sys.argv[1:])
 print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)

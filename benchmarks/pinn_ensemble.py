@@ -25,12 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.solvers.pinn import PINNEnsembleSolver  # noqa: E402
+from inversa.models.solvers.pinn import PINNEnsembleSolver  # noqa: E402
 
 
 def main() -> None:

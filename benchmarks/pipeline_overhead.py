@@ -25,13 +25,12 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.readers import read_measurement  # noqa: E402
-from data.schema import default_grid  # noqa: E402
-from data.synthetic import write_study  # noqa: E402
-from models.physics.tomography import CTGeometry, ct_operator  # noqa: E402
-from models.samplers import REGISTRY  # noqa: E402
+from inversa.data.readers import read_measurement  # noqa: E402
+from inversa.data.schema import default_grid  # noqa: E402
+from inversa.data.synthetic import write_study  # noqa: E402
+from inversa.models.physics.tomography import CTGeometry, ct_operator  # noqa: E402
+from inversa.models.samplers import REGISTRY  # noqa: E402
 
 
 def plain_loop(measurement_path: Path, out: Path, region_size: int, size: int) -> float:
@@ -65,9 +64,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from flows.recipe import load_recipe
-    from flows.reconstruct import reconstruct
-    from flows.runtime import local_run_settings
+    from inversa.flows.recipe import load_recipe
+    from inversa.flows.reconstruct import reconstruct
+    from inversa.flows.runtime import local_run_settings
 
     if args.region_size is None:
         args.region_size = load_recipe("ct-fbp").region_size
@@ -85,7 +84,7 @@ def main() -> None:
         sets = [f"region_size={args.region_size}", "method.params.filter=hann", "grid.size=%d" % args.size]
 
         def flow_once(i: int) -> float:
-            import tasks.measurement as cached  # a fresh run reads and builds everything anew
+            import inversa.tasks.measurement as cached  # a fresh run reads and builds everything anew
 
             cached._cached_measurement.cache_clear()
             cached._operators.clear()
@@ -106,14 +105,14 @@ def main() -> None:
         same = bool(np.allclose(mean_flow, np.load(tmp / "loop0.npy"), atol=1e-6))
 
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        cli = [sys.executable, "-m", "flows.cli", "run", "ct-fbp", "--input", str(measurement),
+        cli = [sys.executable, "-m", "inversa.flows.cli", "run", "ct-fbp", "--input", str(measurement),
                "--output", str(tmp / "cli.zarr"), "--overwrite", *sum((["--set", s] for s in sets), [])]
         started = time.perf_counter()
         proc = subprocess.run(cli, env=env, capture_output=True, text=True)
         cli_seconds = time.perf_counter() - started
 
         # The same command while `inversa server` runs: no ephemeral server to start per command.
-        from flows.server import start_server, stop_server
+        from inversa.flows.server import start_server, stop_server
 
         home = tmp / "inversa-home"
         start_server(port=0, home=home)

@@ -42,13 +42,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data.readers.piv_vec import read_piv_vec  # noqa: E402
-from models.solvers import ExactGPSolver, PINNEnsembleSolver  # noqa: E402
+from inversa.data.readers.piv_vec import read_piv_vec  # noqa: E402
+from inversa.models.solvers import ExactGPSolver, PINNEnsembleSolver  # noqa: E402
 
 DATA = Path("/work/shared/data/fields/pivpy_soapfilm")
 Z90 = 1.6448536269514722

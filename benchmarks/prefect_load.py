@@ -27,7 +27,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def free_port() -> int:
@@ -62,7 +61,7 @@ def start_server(home: Path, port: int, timeout: float = 180.0) -> subprocess.Po
 def simulate(folder: Path, datasets: int, slices: int) -> list[str]:
     import numpy as np
 
-    from data.synthetic import write_study
+    from inversa.data.synthetic import write_study
 
     paths = []
     for k in range(datasets):
@@ -91,11 +90,11 @@ def run_batch(inputs: list[str], output: Path, one_task_per_region: bool) -> dic
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    import flows.scheduling as scheduling
-    from data.store import ResultStore
-    from flows.batch import batch
-    from flows.recipe import load_recipe
-    from tasks.work_units import work_units
+    import inversa.flows.scheduling as scheduling
+    from inversa.data.store import ResultStore
+    from inversa.flows.batch import batch
+    from inversa.flows.recipe import load_recipe
+    from inversa.tasks.work_units import work_units
 
     if one_task_per_region:
         scheduling.work_units = lambda pending, workers, max_units=None: work_units(

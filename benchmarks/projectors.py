@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.physics.tomography import CTGeometry, ct_operator  # noqa: E402
+from inversa.models.physics.tomography import CTGeometry, ct_operator  # noqa: E402
 
 SIZE, VIEWS = 256, 180
 N_DET = math.ceil(SIZE * math.sqrt(2))  # 363

@@ -27,14 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.interpolate import griddata  # noqa: E402
 
-from data.readers.field_input import read_field_input  # noqa: E402
-from models.solvers import ExactGPSolver  # noqa: E402
+from inversa.data.readers.field_input import read_field_input  # noqa: E402
+from inversa.models.solvers import ExactGPSolver  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fields" / "eofs" / "sst_ndjfm_anom.nc"
 Z90 = 1.6448536269514722

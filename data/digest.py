@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from data.errors import MissingFile
+from inversa.data.errors import MissingFile
 
 _BLOCK = 1 << 20
 

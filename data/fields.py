@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
-from data.errors import (
+from inversa.data.errors import (
     DuplicateCoordinates,
     InvalidGrid,
     InvalidMeasurement,

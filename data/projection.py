@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from pyproj import CRS, Transformer
 
-from data.errors import InvalidMeasurement, NonFiniteValues
+from inversa.data.errors import InvalidMeasurement, NonFiniteValues
 
 WGS84 = "EPSG:4326"
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
-from data.errors import InvalidMeasurement, MissingGeometry, NonFiniteValues, ShapeMismatch
+from inversa.data.errors import InvalidMeasurement, MissingGeometry, NonFiniteValues, ShapeMismatch
 
 SINOGRAM = "sinogram"
 CT_DIMS = ("slice", "angle", "detector")

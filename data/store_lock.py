@@ -46,7 +46,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from data.store import StoreError
+from inversa.data.store import StoreError
 
 __all__ = ["StoreLock", "StoreLocked", "check_unlocked", "lock_path_for", "store_holder"]
 

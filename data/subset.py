@@ -17,8 +17,8 @@ import math
 import numpy as np
 import xarray as xr
 
-from data.errors import InvalidMeasurement
-from data.schema import validate_ct
+from inversa.data.errors import InvalidMeasurement
+from inversa.data.schema import validate_ct
 
 # Angles within this many degrees of the wedge's end count as inside (float round-off).
 _END_TOL_DEG = 1e-6

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
-from data import phantoms as ph
-from data.schema import build_ct
+from inversa.data import phantoms as ph
+from inversa.data.schema import build_ct
 
 # Counts are clipped to this before the log, so a fully absorbed ray gives a finite value.
 MIN_COUNTS = 0.5

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import xarray as xr
 
-from data.errors import InvalidMeasurement
+from inversa.data.errors import InvalidMeasurement
 
 COEFFICIENTS = ("lognormal", "constant")
 SOURCES = ("constant", "sine")

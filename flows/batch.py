@@ -40,14 +40,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from data.store import ResultStore, StoreError
-from data.store_lock import StoreLock, StoreLocked
-from flows.batch_inputs import BatchInput, empty_inputs, expand_inputs
-from flows.recipe import load_recipe
-from flows.scheduling import StoreJob, reconstruct_stores
-from tasks.measurement import input_digest, uses_gpu
-from tasks.pipeline import calibrate_task, prepare_store_task, report_task
-from tasks.report import artifact_key
+from inversa.data.store import ResultStore, StoreError
+from inversa.data.store_lock import StoreLock, StoreLocked
+from inversa.flows.batch_inputs import BatchInput, empty_inputs, expand_inputs
+from inversa.flows.recipe import load_recipe
+from inversa.flows.scheduling import StoreJob, reconstruct_stores
+from inversa.tasks.measurement import input_digest, uses_gpu
+from inversa.tasks.pipeline import calibrate_task, prepare_store_task, report_task
+from inversa.tasks.report import artifact_key
 
 SUMMARY_FILE = "batch-summary.json"
 METRIC_COLUMNS = ("psnr", "ssim", "mcc", "coverage")

@@ -20,9 +20,9 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.readers.sniff import is_zarr_directory
-from data.store import META_DIR, MARKER_FILE
-from tasks.plan import dataset_name
+from inversa.data.readers.sniff import is_zarr_directory
+from inversa.data.store import META_DIR, MARKER_FILE
+from inversa.tasks.plan import dataset_name
 
 MEASUREMENT_SUFFIXES = (".nc", ".h5", ".hdf5", ".mat", ".npy", ".npz", ".zarr",
                         ".csv", ".csv.gz", ".csv.xz", ".csv.bz2", ".vec")  # the last: field stations, PIV frames

@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from flows import cli_batch, cli_field_study, cli_serve, cli_server
+from inversa.flows import cli_batch, cli_field_study, cli_serve, cli_server
 
 
 def _quiet_prefect_defaults() -> None:
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "Run a recipe through the reconstruct flow into a zarr store.")
     recipe_args(run)
     run.add_argument("--overwrite", action="store_true", help="replace a store written by another run")
-    from flows.task_runners import add_runner_arguments
+    from inversa.flows.task_runners import add_runner_arguments
 
     add_runner_arguments(run)
 
@@ -111,8 +111,8 @@ def _human_bytes(n: float) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from flows.recipe import load_recipe
-    from tasks.plan import make_plan
+    from inversa.flows.recipe import load_recipe
+    from inversa.tasks.plan import make_plan
 
     recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
     plan = make_plan(recipe.model_dump())
@@ -158,25 +158,25 @@ def _terminal_progress():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows import reconstruct as module
-    from flows.recipe import load_recipe
+    from inversa.flows import reconstruct as module
+    from inversa.flows.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
     if not recipe.output:
         raise ValueError(f"recipe {recipe.name!r}: no output store; give one with --output STORE")
-    from data.store_lock import check_unlocked
+    from inversa.data.store_lock import check_unlocked
 
     check_unlocked(recipe.output)  # another run writes this store: refuse before Prefect starts
-    from tasks.plan import check_output, make_plan
+    from inversa.tasks.plan import check_output, make_plan
 
     make_plan(recipe.model_dump())  # fail on a bad input before Prefect starts
     check_output(recipe.model_dump(), recipe.digest(), args.overwrite)
-    from flows.task_runners import LocalCallback, make_task_runner, runner_from
+    from inversa.flows.task_runners import LocalCallback, make_task_runner, runner_from
 
     runner = make_task_runner(runner_from(args, recipe.runner.model_dump() if recipe.runner else None))
     hook, bar = _terminal_progress()
     module.progress_hook = LocalCallback(hook)
-    from flows.runtime import local_run_settings
+    from inversa.flows.runtime import local_run_settings
 
     try:
         with local_run_settings():
@@ -206,20 +206,20 @@ def _training_progress():
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    from flows.prior_recipe import load_prior_recipe
+    from inversa.flows.prior_recipe import load_prior_recipe
 
     recipe = load_prior_recipe(args.recipe, args.set, output=args.output)
     if not recipe.output:
         raise ValueError(f"prior recipe {recipe.name!r}: no output directory; give one with --output DIR")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: expected a positive number of steps")
-    from tasks.measurement import resolve_device
-    from tasks.training import check_run_directory
+    from inversa.tasks.measurement import resolve_device
+    from inversa.tasks.training import check_run_directory
 
     resolve_device(recipe.device)  # fail on a missing GPU before Prefect starts
     check_run_directory(recipe.model_dump(), recipe.output)  # and on another recipe's directory
-    from flows import train_prior as module
-    from flows.runtime import local_run_settings
+    from inversa.flows import train_prior as module
+    from inversa.flows.runtime import local_run_settings
 
     hook, bar = _training_progress()
     module.progress_hook = hook
@@ -243,7 +243,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from data.store import ResultStore
+    from inversa.data.store import ResultStore
 
     store = ResultStore.open(args.store)
     ds = store.to_xarray()
@@ -261,9 +261,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.png:
         import numpy as np
 
-        from data.png import side_by_side, write_png
+        from inversa.data.png import side_by_side, write_png
 
-        from tasks.field_report import field_panels, is_field_store
+        from inversa.tasks.field_report import field_panels, is_field_store
 
         if is_field_store(store):
             panels, _ = field_panels(store, args.slice)
@@ -298,8 +298,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.demo import run_demo
-    from flows.runtime import local_run_settings
+    from inversa.flows.demo import run_demo
+    from inversa.flows.runtime import local_run_settings
 
     with local_run_settings():
         run_demo(Path(args.output))
@@ -314,7 +314,7 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_sh
 def main(argv: list[str] | None = None) -> int:
     _quiet_prefect_defaults()
     if "prefect" not in sys.modules:  # Prefect reads its settings once, at import
-        from flows.server import use_running_server
+        from inversa.flows.server import use_running_server
 
         use_running_server()  # runs show up in `inversa server`'s UI when one is running
     args = _parser().parse_args(argv)

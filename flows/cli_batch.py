@@ -27,23 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set a recipe field by dotted path, e.g. method.params.max_iter=200")
     parser.add_argument("--overwrite", action="store_true", help="replace stores written by another recipe or input")
     parser.add_argument("--json", action="store_true", help="print the batch summary as JSON instead of a table")
-    from flows.task_runners import add_runner_arguments
+    from inversa.flows.task_runners import add_runner_arguments
 
     add_runner_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.recipe import load_recipe
+    from inversa.flows.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set)  # a bad recipe fails here, before Prefect starts
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output}: exists and is not a directory; expected a directory for the stores")
 
-    from flows import batch as module
-    from flows.cli import _terminal_progress
-    from flows.runtime import local_run_settings
-    from flows.task_runners import LocalCallback, make_task_runner, runner_from
+    from inversa.flows import batch as module
+    from inversa.flows.cli import _terminal_progress
+    from inversa.flows.runtime import local_run_settings
+    from inversa.flows.task_runners import LocalCallback, make_task_runner, runner_from
 
     runner = make_task_runner(runner_from(args, recipe.runner.model_dump() if recipe.runner else None))
     hook, bar = _terminal_progress()

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_field_study(study: str, output: str | Path, settings: dict) -> tuple[Path, Path]:
-    from data.synthetic_fields import simulate_darcy_study, simulate_heat_study
+    from inversa.data.synthetic_fields import simulate_darcy_study, simulate_heat_study
 
     simulate = {"darcy": simulate_darcy_study, "heat": simulate_heat_study}[study]
     accepted = set(inspect.signature(simulate).parameters)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from flows import server
-from flows.serve import ServeError
+from inversa.flows import server
+from inversa.flows.serve import ServeError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def _require_server(url: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     url = server.use_running_server()  # before anything imports Prefect, which reads its settings once
-    from flows.serve import deployment_url, scheduled_batch, serve_forever, to_deployment
+    from inversa.flows.serve import deployment_url, scheduled_batch, serve_forever, to_deployment
 
     spec = scheduled_batch(args.recipe, args.inputs, args.output, args.cron, name=args.name,
                            overrides=args.set, timezone=args.timezone)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flows import server
+from inversa.flows import server
 
 NOT_RUNNING = 3  # like `systemctl status`: scripts can test for a running server
 

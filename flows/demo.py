@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data.synthetic import write_study
-from flows.reconstruct import reconstruct
-from flows.recipe import load_recipe
+from inversa.data.synthetic import write_study
+from inversa.flows.reconstruct import reconstruct
+from inversa.flows.recipe import load_recipe
 
 DEMO_STUDY = {
     "kind": "htc-discs",
@@ -119,7 +119,7 @@ def run_demo(output: Path) -> list[dict]:
 
 
 def run_field_demo(output: Path) -> list[dict]:
-    from flows.cli_field_study import write_field_study
+    from inversa.flows.cli_field_study import write_field_study
 
     observations, truth = write_field_study("darcy", output / "demo-darcy.nc", DEMO_FIELD_STUDY)
     print(f"\nsimulated Darcy flow seen by {DEMO_FIELD_STUDY['n_sensors']} noisy sensors: {observations}")

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.recipe import RecipeError, read_recipe_fields
-from tasks.training import check_training_blocks
+from inversa.flows.recipe import RecipeError, read_recipe_fields
+from inversa.tasks.training import check_training_blocks
 
 
 class _Strict(BaseModel):

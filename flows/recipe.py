@@ -16,10 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from tasks.methods import PRIOR_PARAM, PriorNotFound, method_names, prior_record, uses_prior, validate_method_params
-from models.samplers import REGISTRY
+from inversa.resources import recipes_dir
+from inversa.tasks.methods import PRIOR_PARAM, PriorNotFound, method_names, prior_record, uses_prior, validate_method_params
+from inversa.models.samplers import REGISTRY
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPE_DIR = recipes_dir()
 
 
 class RecipeError(ValueError):
@@ -88,7 +89,7 @@ class RunnerSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunnerSpec":
-        from flows.task_runners import RunnerOptions
+        from inversa.flows.task_runners import RunnerOptions
 
         RunnerOptions(**self.model_dump())  # its RunnerError (a ValueError) names the field at fault
         return self
@@ -125,7 +126,7 @@ class Recipe(_Strict):
     @classmethod
     def _known_method(cls, spec: MethodSpec, info: ValidationInfo) -> MethodSpec:
         if info.data.get("kind") == "field":
-            from tasks.field_methods import field_method
+            from inversa.tasks.field_methods import field_method
 
             field_method(spec.name, spec.params)
             return spec

@@ -17,13 +17,13 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from data.store import ResultStore, axis_words
-from data.store_lock import StoreLock
-from flows.recipe import load_recipe
-from flows.scheduling import StoreJob, reconstruct_stores
-from tasks.measurement import uses_gpu
-from tasks.pipeline import calibrate_task, create_store_task, fit_field_task, plan_task, report_task
-from tasks.plan import dataset_name
+from inversa.data.store import ResultStore, axis_words
+from inversa.data.store_lock import StoreLock
+from inversa.flows.recipe import load_recipe
+from inversa.flows.scheduling import StoreJob, reconstruct_stores
+from inversa.tasks.measurement import uses_gpu
+from inversa.tasks.pipeline import calibrate_task, create_store_task, fit_field_task, plan_task, report_task
+from inversa.tasks.plan import dataset_name
 
 
 # Set by the command line to draw a terminal progress bar: called with (done, total).

@@ -16,11 +16,11 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
-from data.store import axis_words
-from tasks.gpu import gpu_annotations
-from tasks.pipeline import RegionFailed, reconstruct_regions_task
-from tasks.report import ProgressArtifact
-from tasks.work_units import WorkUnit, work_units
+from inversa.data.store import axis_words
+from inversa.tasks.gpu import gpu_annotations
+from inversa.tasks.pipeline import RegionFailed, reconstruct_regions_task
+from inversa.tasks.report import ProgressArtifact
+from inversa.tasks.work_units import WorkUnit, work_units
 
 DEFAULT_WORKERS = 2
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BATCH_ENTRYPOINT = "flows.batch:batch"
+BATCH_ENTRYPOINT = "inversa.flows.batch:batch"
 GLOB_CHARS = "*?["
 
 
@@ -72,7 +72,7 @@ def scheduled_batch(
     timezone: str = "UTC",
 ) -> ScheduledBatch:
     """Validate the recipe, inputs and schedule into the deployment to serve."""
-    from flows.recipe import load_recipe
+    from inversa.flows.recipe import load_recipe
 
     if not inputs:
         raise ServeError("--inputs: give at least one directory, file or glob to watch")

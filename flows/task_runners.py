@@ -34,7 +34,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-DEPLOY_DASK_DIR = Path(__file__).resolve().parents[1] / "deploy" / "dask"
+from inversa.resources import dask_specs_dir
+
+DEPLOY_DASK_DIR = dask_specs_dir()
 SPEC_FUNCTION = "make_cluster"
 DEFAULT_THREADS = 2  # regions at once in the thread pool (the reconstruct flow's own default)
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -112,7 +114,7 @@ def make_task_runner(options: RunnerOptions):
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner(max_workers=options.workers or DEFAULT_THREADS)
-    from flows.dask_runner import WorkerApiDaskTaskRunner  # distributed loads only when asked for
+    from inversa.flows.dask_runner import WorkerApiDaskTaskRunner  # distributed loads only when asked for
 
     if options.address:
         return WorkerApiDaskTaskRunner(address=options.address)
@@ -157,7 +159,7 @@ def load_cluster_spec(spec: str) -> Callable[..., Any]:
     shipped = DEPLOY_DASK_DIR / f"{text.replace('-', '_')}.py"
     if "/" not in text and ":" not in text and not text.endswith(".py"):
         if not shipped.is_file():
-            names = ", ".join(sorted(p.stem.replace("_", "-") for p in DEPLOY_DASK_DIR.glob("*.py")))
+            names = ", ".join(sorted(p.stem.replace("_", "-") for p in DEPLOY_DASK_DIR.glob("*.py") if p.stem != "__init__"))
             raise RunnerError(f"cluster spec {spec!r}: not a shipped spec ({names}), a .py file or module:function")
         return _function_from_file(shipped, SPEC_FUNCTION, spec)
     target, _, function = text.rpartition(":") if ":" in text else (text, "", SPEC_FUNCTION)

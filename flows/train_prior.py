@@ -14,10 +14,10 @@ from typing import Any, Callable
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.prior_recipe import load_prior_recipe
-from tasks.measurement import resolve_device
-from tasks.report import artifact_key
-from tasks.training_tasks import StepProgress, open_run_task, report_task, train_chunk_task
+from inversa.flows.prior_recipe import load_prior_recipe
+from inversa.tasks.measurement import resolve_device
+from inversa.tasks.report import artifact_key
+from inversa.tasks.training_tasks import StepProgress, open_run_task, report_task, train_chunk_task
 
 # Set by the command line to draw a terminal progress bar: called with (done, stop, loss).
 progress_hook: Callable[[int, int, float], None] | None = None

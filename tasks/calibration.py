@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.store import ResultStore
-from data.synthetic import simulate_ct_study
-from models.uq import conformal_interval_scale, coverage, interval_scores, scale_interval
-from tasks.measurement import (
+from inversa.data.store import ResultStore
+from inversa.data.synthetic import simulate_ct_study
+from inversa.models.uq import conformal_interval_scale, coverage, interval_scores, scale_interval
+from inversa.tasks.measurement import (
     GridResampler, geometry_for, grid_for, load_measurement, operator_for, resolve_device, working_grid,
 )
-from tasks.methods import build_sampler, on_device, prior_of
-from tasks.region import gaussian_interval, noise_levels, stream_posterior
+from inversa.tasks.methods import build_sampler, on_device, prior_of
+from inversa.tasks.region import gaussian_interval, noise_levels, stream_posterior
 
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_KIND = "htc-discs"  # phantoms for methods without a trained prior

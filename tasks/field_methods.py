@@ -32,7 +32,7 @@ SOLVER_CLASSES = {"gp": "ExactGPSolver", "sparse-gp": "SparseGPSolver", "gp-phys
 
 
 def _solver_class(name: str) -> type:
-    import models.solvers as solvers  # imported on use: gpytorch is slow to import
+    import inversa.models.solvers as solvers  # imported on use: gpytorch is slow to import
 
     return getattr(solvers, SOLVER_CLASSES[name])
 

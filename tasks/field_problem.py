@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from data.errors import InvalidGrid, InvalidMeasurement, ShapeMismatch
-from data.fields import COMPONENT, MASK, TIME, VALUE, FieldGrid
-from data.readers.field_grid import field_candidates
-from data.readers.field_input import SCATTERED, field_input_kind, read_field_input
-from data.readers.xarray_files import open_dataset_file
-from data.readers.sniff import is_zarr_directory, require_exists
-from tasks.measurement import FILE_READ_LOCK, _file_key
+from inversa.data.errors import InvalidGrid, InvalidMeasurement, ShapeMismatch
+from inversa.data.fields import COMPONENT, MASK, TIME, VALUE, FieldGrid
+from inversa.data.readers.field_grid import field_candidates
+from inversa.data.readers.field_input import SCATTERED, field_input_kind, read_field_input
+from inversa.data.readers.xarray_files import open_dataset_file
+from inversa.data.readers.sniff import is_zarr_directory, require_exists
+from inversa.tasks.measurement import FILE_READ_LOCK, _file_key
 
 NON_FIELD_VARIABLES = (MASK, "chc")
 DEFAULT_GRID = {"shape": [128, 128], "mask": "convex-hull"}

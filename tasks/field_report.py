@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from data.png import data_uri, downsample, side_by_side
-from data.store import ResultStore
-from tasks.field_run import FIT_FILE
+from inversa.data.png import data_uri, downsample, side_by_side
+from inversa.data.store import ResultStore
+from inversa.tasks.field_run import FIT_FILE
 
 PREVIEW_PIXELS = 160
 HOLDOUT_KEYS = ("holdout_n", "holdout_values", "holdout_sq_error", "holdout_covered")

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.store import ResultStore
-from tasks.field_methods import FieldMethod, field_method
-from tasks.field_problem import FieldProblem, Points, load_field_problem
-from tasks.field_solve import FieldModel, needs_global_fit
-from tasks.measurement import input_digest
-from tasks.region import gaussian_interval, interval_z
+from inversa.data.store import ResultStore
+from inversa.tasks.field_methods import FieldMethod, field_method
+from inversa.tasks.field_problem import FieldProblem, Points, load_field_problem
+from inversa.tasks.field_solve import FieldModel, needs_global_fit
+from inversa.tasks.measurement import input_digest
+from inversa.tasks.region import gaussian_interval, interval_z
 
 FIT_FILE = "field_fit.json"
 FIT_ARRAYS = "field_fit.npz"
@@ -112,7 +112,7 @@ def _counts(problem: FieldProblem, method: FieldMethod) -> tuple[int, int, int]:
 
 def make_field_plan(recipe: dict[str, Any]) -> FieldPlan:
     """Read the input, decide grid and regions, check the method on it; writes nothing."""
-    from tasks.plan import dataset_name, plan_regions
+    from inversa.tasks.plan import dataset_name, plan_regions
 
     problem = load_field_problem(recipe)
     method = _method(recipe)
@@ -160,7 +160,7 @@ def metric_names(recipe: dict[str, Any], plan: FieldPlan) -> tuple[str, ...]:
 def field_provenance(recipe: dict[str, Any], recipe_digest: str, plan: FieldPlan) -> dict[str, Any]:
     from pathlib import Path
 
-    from tasks.plan import code_version
+    from inversa.tasks.plan import code_version
 
     return {
         "kind": "field",

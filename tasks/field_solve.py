@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tasks.field_methods import FieldMethod
-from tasks.field_problem import FieldProblem, Points
+from inversa.tasks.field_methods import FieldMethod
+from inversa.tasks.field_problem import FieldProblem, Points
 
 GP_METHODS = ("gp", "sparse-gp", "gp-physics")
 NOISE_FRACTION = 0.05

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from tasks.measurement import uses_gpu
+from inversa.tasks.measurement import uses_gpu
 
 GPU_LIMIT = "inversa-gpu"  # the Prefect global concurrency limit GPU tasks take a slot of
 GPU_RESOURCE = "GPU"  # the Dask worker resource GPU tasks request one unit of

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from data.digest import file_digest
-from data.readers import read_measurement, read_reference
-from data.schema import default_grid
-from data.subset import angular_wedge, every_kth_view
-from models.physics.tomography import CTGeometry, ct_operator
+from inversa.data.digest import file_digest
+from inversa.data.readers import read_measurement, read_reference
+from inversa.data.schema import default_grid
+from inversa.data.subset import angular_wedge, every_kth_view
+from inversa.models.physics.tomography import CTGeometry, ct_operator
 
 FILE_READ_LOCK = threading.Lock()  # netCDF4/HDF5 is not thread-safe: one reader at a time per process
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
-from data.checkpoints import checkpoint_paths, read_config
-from models.priors.prior import DiffusionPrior
-from models.samplers import REGISTRY, DiffusionSampler
+from inversa.resources import priors_dir
+from inversa.data.checkpoints import checkpoint_paths, read_config
+from inversa.models.priors.prior import DiffusionPrior
+from inversa.models.samplers import REGISTRY, DiffusionSampler
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_ROOT = priors_dir().parent  # where the shipped `priors/NAME` paths of recipes resolve
 PRIOR_PARAM = "prior"
 PRIOR_CHECKPOINT = "prior"  # the EMA-only checkpoint a training directory holds (tasks.training.PRIOR)
 # Parameters a prior-based method's constructor has that a recipe must not set: the prior sets them.
@@ -74,7 +75,7 @@ def resolve_prior_path(path: str | Path, field: str = f"method.params.{PRIOR_PAR
     from any directory; the cwd catches a user's own checkpoints.
     """
     raw = Path(str(path)).expanduser()
-    bases = [raw] if raw.is_absolute() else [REPO_ROOT / raw, Path.cwd() / raw]
+    bases = [raw] if raw.is_absolute() else [SHIPPED_ROOT / raw, priors_dir() / raw, Path.cwd() / raw]
     candidates = []
     for base in bases:
         # A training run's directory names its sampling checkpoint, ``<dir>/prior``.
@@ -112,7 +113,7 @@ def load_prior_cached(path: str | Path, device: str | torch.device = "cpu") -> D
 
     Regions running in threads share one network (inference only: no state changes).
     """
-    from tasks.training import load_prior  # tasks.training imports tasks.plan, which imports this module
+    from inversa.tasks.training import load_prior  # tasks.training imports tasks.plan, which imports this module
 
     resolved = resolve_prior_path(path)
     weights, meta = checkpoint_paths(resolved)

@@ -12,14 +12,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data.errors import InvalidMeasurement
-from data.store import ResultStore, axis_words
-from tasks.calibration import CALIBRATION_FILE, calibrate
-from tasks.field_run import ensure_fit
-from tasks.gpu import gpu_slot
-from tasks.plan import Plan, create_store, make_plan
-from tasks.region import TransientError, reconstruct_region
-from tasks.report import publish_report, summarize
+from inversa.data.errors import InvalidMeasurement
+from inversa.data.store import ResultStore, axis_words
+from inversa.tasks.calibration import CALIBRATION_FILE, calibrate
+from inversa.tasks.field_run import ensure_fit
+from inversa.tasks.gpu import gpu_slot
+from inversa.tasks.plan import Plan, create_store, make_plan
+from inversa.tasks.region import TransientError, reconstruct_region
+from inversa.tasks.report import publish_report, summarize
 
 PERMANENT = (InvalidMeasurement, ValueError, TypeError, KeyError, FileNotFoundError, NotImplementedError)
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from data.store import ResultStore, StoreConflict, StoreError
-from models.physics.tomography import ct_operator
-from tasks.measurement import geometry_for, grid_for, input_digest, load_measurement, load_reference, working_grid
-from tasks.methods import PRIOR_PARAM, build_sampler, method_defaults, prior_of, prior_record, sampler_params
-from tasks.region import INTERVAL_DESCRIPTION, INTERVAL_KIND, METRICS, OUTSIDE_VIEW_DESCRIPTION
+from inversa.data.store import ResultStore, StoreConflict, StoreError
+from inversa.models.physics.tomography import ct_operator
+from inversa.tasks.measurement import geometry_for, grid_for, input_digest, load_measurement, load_reference, working_grid
+from inversa.tasks.methods import PRIOR_PARAM, build_sampler, method_defaults, prior_of, prior_record, sampler_params
+from inversa.tasks.region import INTERVAL_DESCRIPTION, INTERVAL_KIND, METRICS, OUTSIDE_VIEW_DESCRIPTION
 
 
 @dataclass
@@ -90,7 +90,7 @@ def is_field(recipe: dict[str, Any]) -> bool:
 def make_plan(recipe: dict[str, Any]) -> Plan:
     """Validate the input (and reference) and size the run, writing nothing."""
     if is_field(recipe):
-        from tasks.field_run import make_field_plan
+        from inversa.tasks.field_run import make_field_plan
 
         return make_field_plan(recipe)
     measurement = load_measurement(recipe)
@@ -190,7 +190,7 @@ def interval_attrs(plan: Plan) -> dict[str, Any]:
 
 def create_store(recipe: dict[str, Any], recipe_digest: str, plan: Plan, overwrite: bool) -> ResultStore:
     if is_field(recipe):
-        from tasks.field_run import create_field_store
+        from inversa.tasks.field_run import create_field_store
 
         return create_field_store(recipe, recipe_digest, plan, overwrite)
     store = _create_store(recipe, recipe_digest, plan, overwrite)
@@ -237,7 +237,7 @@ def check_output(recipe: dict[str, Any], recipe_digest: str, overwrite: bool) ->
     if stored.get("recipe_digest") != recipe_digest:
         differ.append(f"recipe digest {str(stored.get('recipe_digest'))[:19]} != {recipe_digest[:19]}")
     if is_field(recipe):
-        from tasks.field_run import field_input_digest
+        from inversa.tasks.field_run import field_input_digest
 
         digest = field_input_digest(recipe["input"])
     else:

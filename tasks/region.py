@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from data.store import ResultStore
-from models.noise import estimate_noise_sigma
-from models.uq import Welford, coverage, mcc_otsu, otsu_threshold, psnr, ssim
-from tasks.measurement import (
+from inversa.data.store import ResultStore
+from inversa.models.noise import estimate_noise_sigma
+from inversa.models.uq import Welford, coverage, mcc_otsu, otsu_threshold, psnr, ssim
+from inversa.tasks.measurement import (
     GridResampler, geometry_for, grid_for, load_measurement, load_reference, operator_for, resolve_device,
     working_grid,
 )
-from tasks.methods import build_sampler, on_device, prior_of
+from inversa.tasks.methods import build_sampler, on_device, prior_of
 
 SAMPLE_CHUNK = 8  # CPU: posterior samples per sampler call (each times the region's slices); fixed
 GPU_ITEM_LIMIT = 4096  # at most this many (slice, sample) items per call, however much memory is free
@@ -260,7 +260,7 @@ def interval_scale(store: ResultStore, recipe: dict[str, Any]) -> float:
     """The calibration's interval factor (1 without calibration)."""
     if not recipe.get("calibration"):
         return 1.0
-    from tasks.calibration import CALIBRATION_FILE  # calibration reuses this module's streaming
+    from inversa.tasks.calibration import CALIBRATION_FILE  # calibration reuses this module's streaming
 
     record = store.read_meta_json(CALIBRATION_FILE)
     if record is None or "scale" not in record:
@@ -274,7 +274,7 @@ def interval_scale(store: ResultStore, recipe: dict[str, Any]) -> float:
 def reconstruct_region(store_path: str, index: int, recipe: dict[str, Any]) -> dict[str, Any]:
     """Reconstruct region `index` of the store at `store_path`; returns its manifest record."""
     if recipe.get("kind") == "field":
-        from tasks.field_run import reconstruct_field_region
+        from inversa.tasks.field_run import reconstruct_field_region
 
         return reconstruct_field_region(store_path, index, recipe)
     started = time.perf_counter()

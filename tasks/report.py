@@ -19,8 +19,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from data.png import data_uri, downsample, side_by_side
-from data.store import ResultStore
+from inversa.data.png import data_uri, downsample, side_by_side
+from inversa.data.store import ResultStore
 
 PREVIEW_PIXELS = 160
 
@@ -33,7 +33,7 @@ def artifact_key(*parts: str) -> str:
 
 def summarize(store: ResultStore) -> dict[str, Any]:
     """Run-level metrics: per-slice metrics averaged, seconds and NFE summed over regions."""
-    from tasks.field_report import is_field_store, summarize_field
+    from inversa.tasks.field_report import is_field_store, summarize_field
 
     if is_field_store(store):
         return summarize_field(store)
@@ -63,7 +63,7 @@ def _fmt(value: Any) -> str:
 
 
 def preview_markdown(store: ResultStore, title: str, slice_index: int = 0) -> str:
-    from tasks.field_report import field_preview_markdown, is_field_store
+    from inversa.tasks.field_report import field_preview_markdown, is_field_store
 
     if is_field_store(store):
         return field_preview_markdown(store, title)

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.image_sets import image_set
-from data.png import write_png
-from data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
-from models.priors.prior import DiffusionPrior, build_denoiser, prior_from_arrays
-from models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
-from models.priors.training import Trainer, TrainingConfig
-from models.priors.unet import UNetConfig
-from tasks.plan import code_version
+from inversa.data.image_sets import image_set
+from inversa.data.png import write_png
+from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
+from inversa.models.priors.prior import DiffusionPrior, build_denoiser, prior_from_arrays
+from inversa.models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
+from inversa.models.priors.training import Trainer, TrainingConfig
+from inversa.models.priors.unet import UNetConfig
+from inversa.tasks.plan import code_version
 
 LAST, PRIOR = "last", "prior"
 

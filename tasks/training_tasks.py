@@ -24,11 +24,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from data.checkpoints import checkpoint_paths, read_config
-from data.png import data_uri
-from tasks.pipeline import retry_on_transient
-from tasks.report import ProgressArtifact, artifact_key
-from tasks.training import LAST, PRIOR, TrainingRun, preview_strip, training_digest
+from inversa.data.checkpoints import checkpoint_paths, read_config
+from inversa.data.png import data_uri
+from inversa.tasks.pipeline import retry_on_transient
+from inversa.tasks.report import ProgressArtifact, artifact_key
+from inversa.tasks.training import LAST, PRIOR, TrainingRun, preview_strip, training_digest
 
 PREVIEW_SAMPLES = 8
 

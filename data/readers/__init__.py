@@ -6,13 +6,13 @@ any supported file without naming its format; ``format=`` overrides the guess.
 
 from __future__ import annotations
 
-from data.errors import UnknownFormat
-from data.readers.dxchange import read_dxchange
-from data.readers.htc2022 import read_htc2022
-from data.readers.numpy_arrays import read_numpy
-from data.readers.reference import read_reference
-from data.readers.sniff import FORMATS, detect_format, require_exists
-from data.readers.xarray_files import read_xarray
+from inversa.data.errors import UnknownFormat
+from inversa.data.readers.dxchange import read_dxchange
+from inversa.data.readers.htc2022 import read_htc2022
+from inversa.data.readers.numpy_arrays import read_numpy
+from inversa.data.readers.reference import read_reference
+from inversa.data.readers.sniff import FORMATS, detect_format, require_exists
+from inversa.data.readers.xarray_files import read_xarray
 
 __all__ = ["FORMATS", "detect_format", "read_measurement", "read_reference"]
 

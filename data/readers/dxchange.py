@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
-from data.readers.center_of_rotation import center_of_mass_fit
-from data.readers.sniff import require_exists
-from data.schema import build_ct, check_finite
+from inversa.data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
+from inversa.data.readers.center_of_rotation import center_of_mass_fit
+from inversa.data.readers.sniff import require_exists
+from inversa.data.schema import build_ct, check_finite
 
 DATA, WHITE, DARK, THETA = "exchange/data", "exchange/data_white", "exchange/data_dark", "exchange/theta"
 # Transmission below this is treated as this (a dead or saturated pixel must not give -log(0)).

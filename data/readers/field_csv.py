@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from data.errors import CorruptFile, DuplicateCoordinates, InvalidMeasurement, NonFiniteValues
-from data.fields import COMPONENT, SENSOR, TIME, VALUE, validate_field_observations
-from data.projection import project_lonlat
-from data.readers.sniff import require_exists
+from inversa.data.errors import CorruptFile, DuplicateCoordinates, InvalidMeasurement, NonFiniteValues
+from inversa.data.fields import COMPONENT, SENSOR, TIME, VALUE, validate_field_observations
+from inversa.data.projection import project_lonlat
+from inversa.data.readers.sniff import require_exists
 
 LONLAT_NAMES = {"lon", "long", "longitude"}, {"lat", "latitude"}
 PROJECTIONS = ("auto", "lonlat", None)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from data.errors import InvalidMeasurement, ShapeMismatch
-from data.fields import MASK, TIME, VALUE, validate_gridded_field
-from data.readers.sniff import is_zarr_directory, require_exists
-from data.readers.xarray_files import open_dataset_file
+from inversa.data.errors import InvalidMeasurement, ShapeMismatch
+from inversa.data.fields import MASK, TIME, VALUE, validate_gridded_field
+from inversa.data.readers.sniff import is_zarr_directory, require_exists
+from inversa.data.readers.xarray_files import open_dataset_file
 
 MISSING_THRESHOLD = 1e20
 

@@ -17,13 +17,13 @@ from typing import Any, Mapping
 
 import xarray as xr
 
-from data.errors import InvalidMeasurement, MissingFile
-from data.fields import SENSOR, validate_field_observations
-from data.readers.field_csv import read_field_csv
-from data.readers.field_grid import read_field_grid
-from data.readers.piv_vec import read_piv_series, read_piv_vec
-from data.readers.sniff import is_zarr_directory, require_exists
-from data.readers.xarray_files import open_dataset_file
+from inversa.data.errors import InvalidMeasurement, MissingFile
+from inversa.data.fields import SENSOR, validate_field_observations
+from inversa.data.readers.field_csv import read_field_csv
+from inversa.data.readers.field_grid import read_field_grid
+from inversa.data.readers.piv_vec import read_piv_series, read_piv_vec
+from inversa.data.readers.sniff import is_zarr_directory, require_exists
+from inversa.data.readers.xarray_files import open_dataset_file
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.xz", ".csv.bz2", ".csv.zip", ".txt", ".txt.gz", ".txt.xz")
 FIELD_SUFFIXES = CSV_SUFFIXES + (".vec", ".nc", ".zarr")

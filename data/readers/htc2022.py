@@ -13,9 +13,9 @@ import zlib
 
 import numpy as np
 
-from data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
-from data.readers.sniff import require_exists
-from data.schema import build_ct
+from inversa.data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
+from inversa.data.readers.sniff import require_exists
+from inversa.data.schema import build_ct
 
 # Orientation mapping from HTC2022 to docs/conventions.md: the view at file angle `a` is at
 # theta = pi - a with the detector axis reversed (k -> K - 1 - k). Found by trying every sign,

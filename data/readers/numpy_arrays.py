@@ -10,9 +10,9 @@ import zipfile
 
 import numpy as np
 
-from data.errors import CorruptFile, InvalidMeasurement, MissingGeometry
-from data.readers.sniff import NUMPY_MAGIC, require_exists
-from data.schema import build_ct
+from inversa.data.errors import CorruptFile, InvalidMeasurement, MissingGeometry
+from inversa.data.readers.sniff import NUMPY_MAGIC, require_exists
+from inversa.data.schema import build_ct
 
 GEOMETRY_KEYS = ("geometry", "detector_spacing_mm", "detector_offset_mm", "source_origin_mm",
                  "origin_detector_mm", "noise_sigma", "noise_model", "image_size", "pixel_size_mm", "units")

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
-from data.fields import MASK, TIME, validate_gridded_field
-from data.readers.sniff import require_exists
+from inversa.data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
+from inversa.data.fields import MASK, TIME, validate_gridded_field
+from inversa.data.readers.sniff import require_exists
 
 _NUMBER_START = re.compile(r"^\s*[-+.\d]")
 _VARIABLES = re.compile(r'VARIABLES\s*=\s*((?:"[^"]*"\s*,?\s*)+)')

@@ -13,10 +13,10 @@ import zlib
 import numpy as np
 import xarray as xr
 
-from data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
-from data.readers.sniff import detect_format, require_exists
-from data.readers.xarray_files import open_dataset_file
-from data.schema import check_finite
+from inversa.data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
+from inversa.data.readers.sniff import detect_format, require_exists
+from inversa.data.readers.xarray_files import open_dataset_file
+from inversa.data.schema import check_finite
 
 # Known variable names, most specific first.
 HTC_VARIABLES = ("reconFullFbpSeg", "reconFullFbp", "reconLimitedFbpSeg", "reconLimitedFbp")

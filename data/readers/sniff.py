@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.errors import CorruptFile, MissingFile, UnknownFormat
+from inversa.data.errors import CorruptFile, MissingFile, UnknownFormat
 
 FORMATS = ("htc2022", "dxchange", "numpy", "netcdf", "zarr")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import xarray as xr
 
-from data.errors import CorruptFile
-from data.readers.sniff import require_exists
-from data.schema import validate_ct
+from inversa.data.errors import CorruptFile
+from inversa.data.readers.sniff import require_exists
+from inversa.data.schema import validate_ct
 
 
 def _is_consolidated(store: Path) -> bool:

@@ -1,7 +1,7 @@
 """Linear forward models (``LinearOperator``) and the CT projectors; see docs/conventions.md."""
 
-from models.physics.base import Gradient2D, Identity, LinearOperator, MatrixOperator
-from models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D, Tomography2D, ct_operator
+from inversa.models.physics.base import Gradient2D, Identity, LinearOperator, MatrixOperator
+from inversa.models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D, Tomography2D, ct_operator
 
 __all__ = [
     "LinearOperator", "MatrixOperator", "Identity", "Gradient2D",

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from models.physics.base import LinearOperator
+from inversa.models.physics.base import LinearOperator
 
 OperatorFactory = Callable[[torch.dtype, torch.device], LinearOperator]
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from models.physics.base import LinearOperator
+from inversa.models.physics.base import LinearOperator
 
 KINDS = ("parallel", "fan")
 

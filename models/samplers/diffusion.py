@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
+from inversa.models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
 
 from .base import Sampler, check_measurement, expand_to, per_slice_sigma, standard_normal
 from .cg import conjugate_gradient

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from models.physics.base import Gradient2D
+from inversa.models.physics.base import Gradient2D
 
 from .base import Sampler, check_measurement, expand_to, per_slice_sigma, standard_normal
 from .cg import conjugate_gradient

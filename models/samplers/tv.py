@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from models.noise import estimate_noise_sigma
-from models.physics.base import Gradient2D
+from inversa.models.noise import estimate_noise_sigma
+from inversa.models.physics.base import Gradient2D
 
 from .base import Sampler, batch_dot, check_measurement, expand_to, per_slice_sigma
 

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-import data.checkpoints as checkpoints
-from data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
+import inversa.data.checkpoints as checkpoints
+from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
 
 
 

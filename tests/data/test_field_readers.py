@@ -11,11 +11,11 @@ import pytest
 import xarray as xr
 from pyproj import Geod
 
-from data.errors import CorruptFile, DuplicateCoordinates, InvalidMeasurement, NonFiniteValues, ShapeMismatch
-from data.projection import unproject_xy
-from data.readers.field_csv import read_field_csv
-from data.readers.field_grid import read_field_grid
-from data.readers.piv_vec import read_piv_series, read_piv_vec
+from inversa.data.errors import CorruptFile, DuplicateCoordinates, InvalidMeasurement, NonFiniteValues, ShapeMismatch
+from inversa.data.projection import unproject_xy
+from inversa.data.readers.field_csv import read_field_csv
+from inversa.data.readers.field_grid import read_field_grid
+from inversa.data.readers.piv_vec import read_piv_series, read_piv_vec
 from tests.conftest import shared_file
 
 GRAVITY = "fields/fatiando/southern-africa-gravity.csv.xz"

@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 from pyproj import Geod
 
-from data.errors import (
+from inversa.data.errors import (
     DuplicateCoordinates,
     InvalidGrid,
     InvalidMeasurement,
@@ -15,8 +15,8 @@ from data.errors import (
     OutsideGrid,
     ShapeMismatch,
 )
-from data.fields import FieldGrid, validate_field_observations, validate_gridded_field
-from data.projection import project_lonlat, unproject_xy
+from inversa.data.fields import FieldGrid, validate_field_observations, validate_gridded_field
+from inversa.data.projection import project_lonlat, unproject_xy
 
 
 def scattered(x, y, value, dims=("sensor",), units="m", **coords):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from data.phantoms import (HTC_DISC_MU_PER_MM, Ellipse, disc_with_holes, pixel_centres, random_ellipses,
+from inversa.data.phantoms import (HTC_DISC_MU_PER_MM, Ellipse, disc_with_holes, pixel_centres, random_ellipses,
                            rasterize, segmentation, shepp_logan)
 
 

@@ -2,7 +2,7 @@ import zlib
 
 import numpy as np
 
-from data.png import encode_png, side_by_side, to_uint8
+from inversa.data.png import encode_png, side_by_side, to_uint8
 
 
 def _decode(png: bytes) -> np.ndarray:

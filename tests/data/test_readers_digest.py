@@ -1,7 +1,7 @@
 import pytest
 
-from data.digest import file_digest
-from data.errors import MissingFile
+from inversa.data.digest import file_digest
+from inversa.data.errors import MissingFile
 
 
 def test_file_digest_is_sha256_of_content(tmp_path):

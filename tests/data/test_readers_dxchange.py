@@ -4,9 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
-from data.errors import CorruptFile, InvalidMeasurement, NonFiniteValues, ShapeMismatch
-from data.readers import detect_format, read_measurement
-from data.readers.center_of_rotation import center_of_mass_fit, opposite_view_center
+from inversa.data.errors import CorruptFile, InvalidMeasurement, NonFiniteValues, ShapeMismatch
+from inversa.data.readers import detect_format, read_measurement
+from inversa.data.readers.center_of_rotation import center_of_mass_fit, opposite_view_center
 
 TOOTH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct" / "tomopy_tooth" / "tooth.h5"
 

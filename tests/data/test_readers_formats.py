@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from data.errors import (CorruptFile, InvalidMeasurement, MissingFile, MissingGeometry, NonFiniteValues,
+from inversa.data.errors import (CorruptFile, InvalidMeasurement, MissingFile, MissingGeometry, NonFiniteValues,
                          ShapeMismatch, UnknownFormat)
-from data.readers import detect_format, read_measurement, read_reference
+from inversa.data.readers import detect_format, read_measurement, read_reference
 
 ANGLES = np.linspace(0, np.pi, 6, endpoint=False)
 
@@ -128,7 +128,7 @@ def test_netcdf_and_zarr_open_lazily_one_slice_block_at_a_time(tmp_path, suffix)
 
 
 def test_nonfinite_values_counted_over_all_blocks_with_global_index(tmp_path, monkeypatch):
-    import data.schema as schema
+    import inversa.data.schema as schema
 
     sino = np.ones((9, 6, 5))
     sino[4, 2, 1] = np.nan

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from data.errors import CorruptFile, InvalidMeasurement, MissingFile, ShapeMismatch
-from data.readers import detect_format, read_measurement, read_reference
-from data.schema import default_grid
+from inversa.data.errors import CorruptFile, InvalidMeasurement, MissingFile, ShapeMismatch
+from inversa.data.readers import detect_format, read_measurement, read_reference
+from inversa.data.schema import default_grid
 
 HTC = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct" / "htc2022"
 

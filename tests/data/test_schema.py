@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from data.errors import (CorruptFile, InvalidMeasurement, MissingFile, MissingGeometry, NonFiniteValues,
+from inversa.data.errors import (CorruptFile, InvalidMeasurement, MissingFile, MissingGeometry, NonFiniteValues,
                          ShapeMismatch)
-from data.schema import build_ct, default_grid, validate_ct
+from inversa.data.schema import build_ct, default_grid, validate_ct
 
 
 def _dataset(sino=None, angles=None, **attrs):

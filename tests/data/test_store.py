@@ -16,8 +16,8 @@ import pytest
 import xarray as xr
 import zarr
 
-import data.store as store_module
-from data.store import ResultStore, StoreConflict, StoreError, StoreInputError
+import inversa.data.store as store_module
+from inversa.data.store import ResultStore, StoreConflict, StoreError, StoreInputError
 
 REPO = Path(__file__).resolve().parents[2]
 N_SLICES, H, W, REGION, N_SAMPLES = 5, 6, 4, 2, 3
@@ -420,7 +420,7 @@ def test_concurrent_thread_writes_equal_sequential(tmp_path):
 
 _WORKER = """
 import sys, numpy as np
-from data.store import ResultStore
+from inversa.data.store import ResultStore
 store = ResultStore.open(sys.argv[1])
 for index in map(int, sys.argv[2:]):
     start, stop = store.regions[index]

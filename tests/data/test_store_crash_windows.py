@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-import data.store as store_module
-from data.store import StoreConflict, StoreError
+import inversa.data.store as store_module
+from inversa.data.store import StoreConflict, StoreError
 from tests.data.test_store import PROVENANCE, REPO, expected_full, make_store, siblings, snapshot, write_all
 
 NEW = dict(PROVENANCE, input_digest="sha256:new")
@@ -20,7 +20,7 @@ NEW = dict(PROVENANCE, input_digest="sha256:new")
 # before the new template is renamed into place, i.e. between the two renames of the swap.
 KILLED_BETWEEN_RENAMES = """
 import os, sys
-import data.store as store_module
+import inversa.data.store as store_module
 from tests.data.test_store import PROVENANCE, make_store
 real_rename = os.rename
 def rename(src, dst):

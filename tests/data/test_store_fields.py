@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from data.store import ResultStore, StoreInputError, StoreLayout
+from inversa.data.store import ResultStore, StoreInputError, StoreLayout
 
 PROV = {"recipe_digest": "sha256:r", "input_digest": "sha256:i"}
 
@@ -55,7 +55,7 @@ def test_vector_field_over_time_with_dates_keeps_component_last_and_datetime_lab
 
 
 def test_reopening_a_field_store_with_another_grid_is_a_conflict_not_a_resume(tmp_path):
-    from data.store import StoreConflict
+    from inversa.data.store import StoreConflict
 
     _static(tmp_path / "f.zarr")
     with pytest.raises(StoreConflict, match="x_coord"):

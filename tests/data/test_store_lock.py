@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from data.store import StoreError
-from data.store_lock import StoreLock, StoreLocked, check_unlocked, lock_path_for, store_holder
+from inversa.data.store import StoreError
+from inversa.data.store_lock import StoreLock, StoreLocked, check_unlocked, lock_path_for, store_holder
 
 REPO = Path(__file__).resolve().parents[2]
 

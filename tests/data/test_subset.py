@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from data.errors import InvalidMeasurement
-from data.readers import read_measurement
-from data.subset import angular_wedge, every_kth_view
+from inversa.data.errors import InvalidMeasurement
+from inversa.data.readers import read_measurement
+from inversa.data.subset import angular_wedge, every_kth_view
 
 HTC_TA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct" / "htc2022" / "htc2022_ta_full.mat"
 

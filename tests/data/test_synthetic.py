@@ -3,10 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from data.phantoms import Ellipse, disc_with_holes, rasterize
-from data.readers import read_measurement, read_reference
-from data.schema import default_grid
-from data.synthetic import (add_poisson_noise, detector_positions, project_fan, project_parallel,
+from inversa.data.phantoms import Ellipse, disc_with_holes, rasterize
+from inversa.data.readers import read_measurement, read_reference
+from inversa.data.schema import default_grid
+from inversa.data.synthetic import (add_poisson_noise, detector_positions, project_fan, project_parallel,
                             simulate_ct_study, write_study)
 
 ANGLES = np.linspace(0, 2 * np.pi, 24, endpoint=False)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.interpolate import RegularGridInterpolator
 
-from data.errors import InvalidMeasurement
-from data.fields import validate_field_observations, validate_gridded_field
-from data.synthetic_fields import (
+from inversa.data.errors import InvalidMeasurement
+from inversa.data.fields import validate_field_observations, validate_gridded_field
+from inversa.data.synthetic_fields import (
     bilinear,
     gaussian_random_field,
     grid_nodes,

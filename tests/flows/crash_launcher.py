@@ -30,8 +30,8 @@ from pathlib import Path
 
 import zarr
 
-from data.store import ResultStore
-from flows.cli import main
+from inversa.data.store import ResultStore
+from inversa.flows.cli import main
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.synthetic import write_study
+from inversa.data.synthetic import write_study
 
 TINY_GEOMETRY = {"geometry": "parallel", "n_det": 48, "detector_spacing_mm": 1.6}
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import tasks.region as region_module
-from data.store import ResultStore
-from flows.batch import SUMMARY_FILE, DatasetsFailed, batch
-from flows.batch_inputs import empty_inputs, expand_inputs
-from flows.cli import main
-from flows.recipe import load_recipe
-from flows.reconstruct import reconstruct
+import inversa.tasks.region as region_module
+from inversa.data.store import ResultStore
+from inversa.flows.batch import SUMMARY_FILE, DatasetsFailed, batch
+from inversa.flows.batch_inputs import empty_inputs, expand_inputs
+from inversa.flows.cli import main
+from inversa.flows.recipe import load_recipe
+from inversa.flows.reconstruct import reconstruct
 from tests.flows.helpers import tiny_study
 
 RECIPE_SETS = ["region_size=1"]
@@ -175,7 +175,7 @@ def test_input_expansion(first_batch, inputs, tmp_path):
 def test_a_unit_that_fails_part_way_keeps_the_regions_before_it(inputs, tmp_path, monkeypatch):
     from prefect import flow
 
-    from tasks.pipeline import RegionFailed, is_transient, prepare_store_task, reconstruct_regions_task
+    from inversa.tasks.pipeline import RegionFailed, is_transient, prepare_store_task, reconstruct_regions_task
 
     spec = load_recipe("ct-fbp", RECIPE_SETS, input=str(inputs / "alpha.nc"), output=str(tmp_path / "a.zarr"))
     real_build, calls = region_module.build_sampler, {"n": 0}
@@ -203,7 +203,7 @@ def test_a_unit_that_fails_part_way_keeps_the_regions_before_it(inputs, tmp_path
 
 
 def test_a_store_another_run_is_writing_fails_alone(inputs, recipe, tmp_path):
-    from data.store_lock import StoreLock
+    from inversa.data.store_lock import StoreLock
 
     output = tmp_path / "out"
     with StoreLock(output / "beta.zarr"):  # stands for an `inversa run` writing beta's store

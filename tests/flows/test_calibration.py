@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from data.store import ResultStore
-from data.synthetic import write_study
-from flows.recipe import RecipeError, load_recipe
-from flows.reconstruct import reconstruct
+from inversa.data.store import ResultStore
+from inversa.data.synthetic import write_study
+from inversa.flows.recipe import RecipeError, load_recipe
+from inversa.flows.reconstruct import reconstruct
 
 OVERCONFIDENT = {"prior_std": 0.003, "tol": 1e-3, "max_iter": 50}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.cli import main
+from inversa.flows.cli import main
 from tests.conftest import shared_file
 from tests.flows.helpers import tiny_study
 

@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import zarr
 
-from data.store import ResultStore
-from data.store_lock import StoreLocked, store_holder
-from flows.cli import main
-from flows.recipe import load_recipe
-from flows.reconstruct import reconstruct
+from inversa.data.store import ResultStore
+from inversa.data.store_lock import StoreLocked, store_holder
+from inversa.flows.cli import main
+from inversa.flows.recipe import load_recipe
+from inversa.flows.reconstruct import reconstruct
 from tests.flows.helpers import tiny_study
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,7 @@ class Child:
 
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *argv], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "inversa.flows.cli", *argv], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from flows.cli import main
-from flows.recipe import load_recipe
-from flows.reconstruct import reconstruct
-from flows.task_runners import RunnerOptions, local_cluster_kwargs, make_task_runner
+from inversa.flows.cli import main
+from inversa.flows.recipe import load_recipe
+from inversa.flows.reconstruct import reconstruct
+from inversa.flows.task_runners import RunnerOptions, local_cluster_kwargs, make_task_runner
 from tests.flows.helpers import tiny_study
 
 VARIABLES = ("mean", "std", "lower", "upper", "samples", "metric_psnr", "metric_ssim", "metric_mcc", "metric_coverage")
@@ -91,7 +91,7 @@ def test_tv_with_workers_on_the_command_line_equals_threads(study, tmp_path, one
 def test_gpu_tasks_take_the_gpu_resource_of_a_dask_worker(cluster):
     from prefect import flow, task
 
-    from tasks.gpu import gpu_annotations
+    from inversa.tasks.gpu import gpu_annotations
 
     @task
     def free_gpus() -> float:
@@ -126,7 +126,7 @@ def test_worker_processes_run_the_asked_number_of_torch_threads():
 def test_field_gp_regions_on_a_cluster_rebuild_the_saved_fit_and_equal_threads(tmp_path, cluster, one_torch_thread):
     """Worker processes have no fitted model: each rebuilds it from the fit saved in the store,
     so the rows they write are the thread runner's, value for value."""
-    from flows.cli_field_study import write_field_study
+    from inversa.flows.cli_field_study import write_field_study
 
     obs, truth = write_field_study("darcy", tmp_path / "d.nc", {"n": 17, "n_sensors": 60, "seed": 2})
 

@@ -14,14 +14,14 @@ import torch
 import xarray as xr
 import yaml
 
-import tasks.region as region_module
-from data.store import ResultStore
-from flows.recipe import RECIPE_DIR, load_recipe
-from flows.reconstruct import RegionsFailed, reconstruct
-from tasks.measurement import Grid, GridResampler, geometry_for, load_measurement, operator_for
-from tasks.methods import build_sampler, load_prior_cached
-from tasks.region import interval_z, stream_posterior
-from tasks.training import TrainingRun
+import inversa.tasks.region as region_module
+from inversa.data.store import ResultStore
+from inversa.flows.recipe import RECIPE_DIR, load_recipe
+from inversa.flows.reconstruct import RegionsFailed, reconstruct
+from inversa.tasks.measurement import Grid, GridResampler, geometry_for, load_measurement, operator_for
+from inversa.tasks.methods import build_sampler, load_prior_cached
+from inversa.tasks.region import interval_z, stream_posterior
+from inversa.tasks.training import TrainingRun
 from tests.flows.helpers import tiny_study
 
 
@@ -182,7 +182,7 @@ def test_shipped_diffusion_recipes_run_with_a_given_prior(name, prior_path):
 
 
 def test_method_params_are_validated_without_the_network(tmp_path):
-    from tasks.methods import PriorNotFound, resolve_prior_path, validate_method_params
+    from inversa.tasks.methods import PriorNotFound, resolve_prior_path, validate_method_params
 
     missing = str(tmp_path / "absent")  # validation never opens the checkpoint
     validate_method_params("dds", {"prior": missing, "n_steps": 10, "sigma_max": 0.5})
@@ -199,7 +199,7 @@ def test_method_params_are_validated_without_the_network(tmp_path):
 
 
 def test_a_training_directory_names_its_prior_checkpoint(prior_path):
-    from tasks.methods import resolve_prior_path
+    from inversa.tasks.methods import resolve_prior_path
 
     assert resolve_prior_path(prior_path.parent) == prior_path
     assert resolve_prior_path(str(prior_path) + ".json") == prior_path

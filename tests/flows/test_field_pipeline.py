@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from data.store import ResultStore
-from flows.cli_field_study import write_field_study
-from flows.recipe import RecipeError, load_recipe
-from flows.reconstruct import reconstruct
-from tasks.field_run import FIT_FILE
+from inversa.data.store import ResultStore
+from inversa.flows.cli_field_study import write_field_study
+from inversa.flows.recipe import RecipeError, load_recipe
+from inversa.flows.reconstruct import reconstruct
+from inversa.tasks.field_run import FIT_FILE
 from tests.conftest import shared_file
 
 
@@ -52,11 +52,11 @@ def test_field_gp_writes_a_scored_y_x_store_in_row_bands_and_resumes_without_ref
     fit = store.read_meta_json(FIT_FILE)
     assert fit["state"]["components"][0]["hyperparameters"]["lengthscale"][0] > 0
     # `inversa show` previews a field store (north up: the first image row is the largest y)
-    from flows.cli import main
+    from inversa.flows.cli import main
 
     assert main(["show", str(out), "--png", str(tmp_path / "gp.png"), "--json"]) == 0
     assert (tmp_path / "gp.png").read_bytes()[:4] == b"\x89PNG"
-    from tasks.field_report import field_panels
+    from inversa.tasks.field_report import field_panels
 
     panels, labels = field_panels(store)
     assert labels == ["mean", "std", "|mean - reference|"]
@@ -141,8 +141,8 @@ def test_darcy_pinn_infers_k_with_a_spread_and_stores_the_field(tmp_path):
     assert len(store.regions) == 2
     # Every band of rows is the saved ensemble's prediction, though the two regions ran at once in
     # two threads sharing one model (functional_call swaps parameters into a shared module).
-    from models.solvers import PINNEnsembleSolver
-    from tasks.field_run import FIT_ARRAYS
+    from inversa.models.solvers import PINNEnsembleSolver
+    from inversa.tasks.field_run import FIT_ARRAYS
 
     with np.load(store.meta_path(FIT_ARRAYS)) as saved:
         solver = PINNEnsembleSolver.from_state({k: saved[k] for k in saved.files}, fit["state"]["pinn"])
@@ -173,7 +173,7 @@ def test_piv_pinn_fills_a_real_frame_with_a_vector_store(tmp_path):
                      "method.params.steps=100", "region_size=32", "holdout.fraction=0.1")
     ds = xr.open_zarr(out)
     assert ds["mean"].dims == ("y", "x", "component") and list(ds["component"].values) == ["u", "v"]
-    from data.readers.piv_vec import read_piv_vec
+    from inversa.data.readers.piv_vec import read_piv_vec
 
     invalid = ~read_piv_vec(frame)["mask"].values
     assert invalid.sum() == 353 and np.isfinite(ds["mean"].values[invalid]).all()  # the gaps are filled
@@ -181,7 +181,7 @@ def test_piv_pinn_fills_a_real_frame_with_a_vector_store(tmp_path):
 
 
 def test_batch_over_a_folder_of_field_studies_makes_one_scored_store_each(tmp_path):
-    from flows.batch import SUMMARY_FILE, batch
+    from inversa.flows.batch import SUMMARY_FILE, batch
 
     folder = tmp_path / "studies"
     for seed in (1, 2):

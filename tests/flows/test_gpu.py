@@ -13,7 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import tasks.gpu as gpu
+import inversa.tasks.gpu as gpu
 
 ON_GPU = {"name": "gpu-recipe", "device": "cuda"}
 ON_CPU = {"name": "cpu-recipe", "device": "cpu"}

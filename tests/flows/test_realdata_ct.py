@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from data.readers import read_reference
-from flows.recipe import load_recipe
-from flows.reconstruct import reconstruct
+from inversa.data.readers import read_reference
+from inversa.flows.recipe import load_recipe
+from inversa.flows.reconstruct import reconstruct
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.realdata
@@ -54,7 +54,7 @@ def test_tooth_raw_projections_give_the_sharpest_slice_at_the_automatic_centre(t
     centre = float(store.attrs["provenance"]["recipe"]["reader_options"].get("center_of_rotation", np.nan)) \
         if "center_of_rotation" in store.attrs["provenance"]["recipe"]["reader_options"] else None
     assert centre is None  # found automatically, not given
-    from data.readers import read_measurement
+    from inversa.data.readers import read_measurement
 
     found = read_measurement(source).attrs["center_of_rotation_px"]
     assert 293 < found < 298

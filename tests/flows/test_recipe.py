@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.recipe import RECIPE_DIR, RecipeError, apply_overrides, load_recipe
+from inversa.flows.recipe import RECIPE_DIR, RecipeError, apply_overrides, load_recipe
 
 
 @pytest.mark.parametrize("path", sorted(p for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("prior-")), ids=lambda p: p.stem)

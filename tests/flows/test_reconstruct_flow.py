@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import tasks.region as region_module
-from data.store import ResultStore
-from flows.recipe import load_recipe
-from flows.reconstruct import RegionsFailed, reconstruct
+import inversa.tasks.region as region_module
+from inversa.data.store import ResultStore
+from inversa.flows.recipe import load_recipe
+from inversa.flows.reconstruct import RegionsFailed, reconstruct
 from tests.flows.helpers import tiny_study
 
 

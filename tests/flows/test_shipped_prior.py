@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.synthetic import simulate_ct_study
-from flows.prior_recipe import load_prior_recipe
-from models.samplers import TV
-from models.samplers.diffusion import DDS
-from models.uq import psnr
-from tasks.measurement import Grid, geometry_for, operator_for
-from tasks.training import load_prior, training_digest
+from inversa.data.synthetic import simulate_ct_study
+from inversa.flows.prior_recipe import load_prior_recipe
+from inversa.models.samplers import TV
+from inversa.models.samplers.diffusion import DDS
+from inversa.models.uq import psnr
+from inversa.tasks.measurement import Grid, geometry_for, operator_for
+from inversa.tasks.training import load_prior, training_digest
 
 SHIPPED = Path(__file__).resolve().parents[2] / "priors" / "htc-discs-64" / "prior"
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 import yaml
 
-import tasks.training_tasks as training_tasks
-from data.checkpoints import load_checkpoint
-from flows.cli import main
-from flows.prior_recipe import load_prior_recipe
-from flows.recipe import RECIPE_DIR, RecipeError
-from flows.train_prior import chunks, train_prior
-from models.priors.training import Trainer
-from tasks.methods import resolve_prior_path
-from tasks.training import TrainingRun, load_prior
+import inversa.tasks.training_tasks as training_tasks
+from inversa.data.checkpoints import load_checkpoint
+from inversa.flows.cli import main
+from inversa.flows.prior_recipe import load_prior_recipe
+from inversa.flows.recipe import RECIPE_DIR, RecipeError
+from inversa.flows.train_prior import chunks, train_prior
+from inversa.models.priors.training import Trainer
+from inversa.tasks.methods import resolve_prior_path
+from inversa.tasks.training import TrainingRun, load_prior
 
 TINY = {
     "name": "tiny-prior",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.solvers import ExactGPSolver, PINNEnsembleSolver
+from inversa.models.solvers import ExactGPSolver, PINNEnsembleSolver
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from data.synthetic_fields import simulate_darcy_study
-from models.solvers import ExactGPSolver, PhysicsGPSolver
-from models.solvers.gp_physics import rbf_blocks
+from inversa.data.synthetic_fields import simulate_darcy_study
+from inversa.models.solvers import ExactGPSolver, PhysicsGPSolver
+from inversa.models.solvers.gp_physics import rbf_blocks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: threads only contend
 
@@ -110,7 +110,7 @@ def test_fixed_hyperparameters_match_closed_form(with_data):
     assert xc.shape == (40, 2) and np.all((xc[:, 0] > 100) & (xc[:, 0] < 300) & (np.abs(xc[:, 1]) < 50))
     xu, yu, nu = x, y, (np.zeros(0) if sd is None else sd ** 2 + hp["noise"])
     if with_data:
-        from models.solvers.gp_physics import perimeter_points
+        from inversa.models.solvers.gp_physics import perimeter_points
         xb = perimeter_points(dom, 24)
         xu, yu = np.vstack([x, xb]), np.concatenate([y, boundary(xb)])
         nu = np.concatenate([nu, np.full(24, hp["noise"])])
@@ -138,7 +138,7 @@ def test_fixed_hyperparameters_match_closed_form(with_data):
 
 
 def test_boundary_as_points_equals_boundary_as_function():
-    from models.solvers.gp_physics import perimeter_points
+    from inversa.models.solvers.gp_physics import perimeter_points
 
     dom = (0.0, 2.0, 0.0, 1.0)
     g = lambda p: p[:, 0] * p[:, 1]  # noqa: E731

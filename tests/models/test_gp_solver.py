@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from models.solvers import ExactGPSolver, FieldPosterior
+from inversa.models.solvers import ExactGPSolver, FieldPosterior
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: threads only contend
@@ -254,7 +254,7 @@ def test_a_line_search_into_a_singular_kernel_keeps_the_best_hyperparameters():
     """SST winter 32 with 30 % of the ocean withheld: a kernel sum drives the noise to its floor
     and a lengthscale upwards until the line search meets NaNs. The fit must stop at the best
     point it evaluated, not crash, and still predict the withheld points well."""
-    from data.readers.field_input import read_field_input
+    from inversa.data.readers.field_input import read_field_input
     from tests.conftest import shared_file
 
     ds = read_field_input(shared_file("fields/eofs/sst_ndjfm_anom.nc"), {"units": "K"}, variable="sst")

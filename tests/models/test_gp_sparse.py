@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from models.solvers import ExactGPSolver, FieldPosterior, SparseGPSolver
+from inversa.models.solvers import ExactGPSolver, FieldPosterior, SparseGPSolver
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: threads only contend
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.measurement import Grid, GridResampler, resampling_matrix
+from inversa.tasks.measurement import Grid, GridResampler, resampling_matrix
 
 
 def _centres(n, p):

@@ -1,6 +1,6 @@
 import torch
 
-from models.noise import estimate_noise_sigma
+from inversa.models.noise import estimate_noise_sigma
 
 
 def test_noise_estimate_recovers_white_noise_on_a_smooth_sinogram():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.physics import conformance
-from models.physics.base import Gradient2D, Identity, LinearOperator, MatrixOperator
-from models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D
+from inversa.models.physics import conformance
+from inversa.models.physics.base import Gradient2D, Identity, LinearOperator, MatrixOperator
+from inversa.models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D
 
 _MATRIX = torch.randn(35, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.physics.tomography import CTGeometry, FanBeam2D
+from inversa.models.physics.tomography import CTGeometry, FanBeam2D
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct" / "htc2022"
 SINOGRAM = DATA / "htc2022_ta_full.mat"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D, Tomography2D, ct_operator
+from inversa.models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D, Tomography2D, ct_operator
 
 
 def disc_image(n: int, pixel: float, cx: float, cy: float, radius: float, supersample: int = 4) -> torch.Tensor:

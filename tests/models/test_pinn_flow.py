@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.solvers import FieldPosterior
-from models.solvers.pde import navier_stokes_residual
-from models.solvers.pinn import PINNEnsembleSolver
+from inversa.models.solvers import FieldPosterior
+from inversa.models.solvers.pde import navier_stokes_residual
+from inversa.models.solvers.pinn import PINNEnsembleSolver
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: threads only contend

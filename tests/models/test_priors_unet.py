@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.priors.unet import EDMDenoiser, UNet, UNetConfig
+from inversa.models.priors.unet import EDMDenoiser, UNet, UNetConfig
 
 TINY = UNetConfig(image_size=16, channels=(8, 16), attention_levels=(1,), embedding=32)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.region import choose_batch, gaussian_interval, interval_z, sample_generators
+from inversa.tasks.region import choose_batch, gaussian_interval, interval_z, sample_generators
 
 
 def test_choose_batch_fills_the_headroom_and_respects_the_limits():

@@ -20,9 +20,9 @@ import math
 import pytest
 import torch
 
-from models.physics.base import MatrixOperator
-from models.priors import GaussianDenoiser, ddim_step, sigmas
-from models.samplers.diffusion import DDS, DPS, REDDiff
+from inversa.models.physics.base import MatrixOperator
+from inversa.models.priors import GaussianDenoiser, ddim_step, sigmas
+from inversa.models.samplers.diffusion import DDS, DPS, REDDiff
 
 H = W = 6
 N_PIX, N_MEAS = H * W, 18

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.samplers import REGISTRY
-from models.samplers.fbp import FBP, angular_weights, fbp_reconstruct, ramp_filter_response
+from inversa.models.samplers import REGISTRY
+from inversa.models.samplers.fbp import FBP, angular_weights, fbp_reconstruct, ramp_filter_response
 
 MU = 0.03  # 1/mm, about the attenuation of the HTC2022 acrylic
 CENTRE = (5.0, -8.0)  # mm, off-centre so a sign error moves the disc
@@ -152,7 +152,7 @@ def test_sampler_interface_reads_the_operator_geometry():
 @pytest.mark.parametrize("kind", ["parallel", "fan"])
 def test_fbp_inverts_the_project_projector(kind):
     # The projector of models.physics and this FBP must agree on every sign of the convention.
-    from models.physics.tomography import CTGeometry, ct_operator
+    from inversa.models.physics.tomography import CTGeometry, ct_operator
 
     if kind == "parallel":
         g = CTGeometry.parallel(np.arange(180) * np.pi / 180, 192, 0.5, image_size=96, pixel_size=0.6)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.physics.base import Gradient2D, MatrixOperator
-from models.samplers import REGISTRY
-from models.samplers.gaussian import GaussianPosterior, gmrf_marginal_variance_factor
+from inversa.models.physics.base import Gradient2D, MatrixOperator
+from inversa.models.samplers import REGISTRY
+from inversa.models.samplers.gaussian import GaussianPosterior, gmrf_marginal_variance_factor
 
 H = W = 6
 N_PIX = H * W

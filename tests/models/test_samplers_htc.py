@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.samplers.fbp import fbp_reconstruct
+from inversa.models.samplers.fbp import fbp_reconstruct
 
 scipy_io = pytest.importorskip("scipy.io")
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.physics.base import Gradient2D
-from models.physics.tomography import CTGeometry, ct_operator
-from models.samplers.cg import conjugate_gradient
-from models.samplers.gaussian import GaussianPosterior
-from models.samplers.preconditioners import fourier_preconditioner, normal_transfer_function
+from inversa.models.physics.base import Gradient2D
+from inversa.models.physics.tomography import CTGeometry, ct_operator
+from inversa.models.samplers.cg import conjugate_gradient
+from inversa.models.samplers.gaussian import GaussianPosterior
+from inversa.models.samplers.preconditioners import fourier_preconditioner, normal_transfer_function
 
 N = 16
 SIGMA = 0.02
@@ -85,8 +85,8 @@ def test_unknown_preconditioner_is_refused():
 
 
 def test_prior_preconditioner_is_the_exact_inverse_of_the_prior_precision():
-    from models.physics.base import Gradient2D
-    from models.samplers.preconditioners import PriorPreconditioner
+    from inversa.models.physics.base import Gradient2D
+    from inversa.models.samplers.preconditioners import PriorPreconditioner
 
     shape, lam_grad, lam_0 = (5, 7), 3.0, 0.2
     grad = Gradient2D(shape).double()
@@ -99,8 +99,8 @@ def test_prior_preconditioner_is_the_exact_inverse_of_the_prior_precision():
 
 
 def test_prior_preconditioned_mean_of_a_limited_wedge_matches_a_dense_solve():
-    from models.physics.tomography import CTGeometry, ct_operator
-    from models.samplers.gaussian import GaussianPosterior
+    from inversa.models.physics.tomography import CTGeometry, ct_operator
+    from inversa.models.samplers.gaussian import GaussianPosterior
 
     geometry = CTGeometry.parallel(np.deg2rad(np.arange(0, 90, 3.0)), n_det=24, det_spacing=1.0,
                                    image_size=16, pixel_size=1.0)
@@ -114,7 +114,7 @@ def test_prior_preconditioned_mean_of_a_limited_wedge_matches_a_dense_solve():
     mean = sampler.posterior_mean(y, op, sigma)
     plain_mean = plain.posterior_mean(y, op, sigma)
     a = torch.stack([op(e[None])[0].reshape(-1) for e in torch.eye(256, dtype=torch.float64).reshape(256, 16, 16)], 1)
-    from models.physics.base import Gradient2D
+    from inversa.models.physics.base import Gradient2D
     grad = Gradient2D((16, 16)).double()
     eye = torch.eye(256, dtype=torch.float64).reshape(256, 16, 16)
     q = (sampler.lam_grad * grad.adjoint(grad.forward(eye)) + sampler.lam_0 * eye).reshape(256, 256)

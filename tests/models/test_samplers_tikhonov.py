@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from models.physics.base import MatrixOperator
-from models.samplers import REGISTRY
-from models.samplers.cgls import Tikhonov
+from inversa.models.physics.base import MatrixOperator
+from inversa.models.samplers import REGISTRY
+from inversa.models.samplers.cgls import Tikhonov
 
 
 def problem(m=40, n=30, batch=3, seed=0):

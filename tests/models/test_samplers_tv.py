@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.physics.base import Gradient2D, MatrixOperator
-from models.physics.conformance import dense_matrix
-from models.physics.tomography import CTGeometry, ct_operator
-from models.samplers import REGISTRY
-from models.samplers.fbp import fbp_reconstruct
-from models.samplers.tv import TV
+from inversa.models.physics.base import Gradient2D, MatrixOperator
+from inversa.models.physics.conformance import dense_matrix
+from inversa.models.physics.tomography import CTGeometry, ct_operator
+from inversa.models.samplers import REGISTRY
+from inversa.models.samplers.fbp import fbp_reconstruct
+from inversa.models.samplers.tv import TV
 
 N = 32
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import uq
+from inversa.models import uq
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 skimage_filters = pytest.importorskip("skimage.filters")

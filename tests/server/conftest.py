@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import server
+from inversa.flows import server
 from tests.flows.helpers import tiny_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def served_deployment(inversa_server, tmp_path_factory):
     watched, output = base / "watched", base / "stores"
     write_scan(watched, "scan-a", seed=7)
     log = base / "serve.log"
-    command = [sys.executable, "-m", "flows.cli", "serve", RECIPE, "--cron", CRON, "--inputs", str(watched),
+    command = [sys.executable, "-m", "inversa.flows.cli", "serve", RECIPE, "--cron", CRON, "--inputs", str(watched),
                "--output", str(output), "--name", DEPLOYMENT]
     with open(log, "wb") as out:
         # cwd outside the repository: the deployment must load its flow by module, not by file path

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import server
-from flows.cli import main
+from inversa.flows import server
+from inversa.flows.cli import main
 
 pytestmark = pytest.mark.server
 

@@ -13,7 +13,7 @@ from datetime import timezone
 
 import pytest
 
-from data.store import ResultStore
+from inversa.data.store import ResultStore
 from tests.server.conftest import CRON, DEPLOYMENT, RECIPE, sync_client, trigger_and_wait, write_scan
 
 pytestmark = pytest.mark.server
@@ -38,7 +38,7 @@ def test_served_deployment_holds_its_cron_schedule_and_watched_inputs(served_dep
         deployment = client.read_deployment(served_deployment.deployment_id)
         flow = client.read_flow(deployment.flow_id)
     assert (flow.name, deployment.name) == ("batch", DEPLOYMENT)
-    assert deployment.entrypoint.startswith("flows.batch")
+    assert deployment.entrypoint.startswith("inversa.flows.batch")
     [schedule] = deployment.schedules
     assert schedule.active
     assert (schedule.schedule.cron, schedule.schedule.timezone) == (CRON, "UTC")

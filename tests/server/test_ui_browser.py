@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from data.store import ResultStore
+from inversa.data.store import ResultStore
 from tests.server.conftest import RECIPE
 
 pytestmark = pytest.mark.server

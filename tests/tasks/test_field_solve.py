@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.errors import InvalidGrid, InvalidMeasurement, OutsideGrid
-from tasks.field_methods import field_method
-from tasks.field_problem import load_field_problem
-from tasks.field_solve import FieldModel
+from inversa.data.errors import InvalidGrid, InvalidMeasurement, OutsideGrid
+from inversa.tasks.field_methods import field_method
+from inversa.tasks.field_problem import load_field_problem
+from inversa.tasks.field_solve import FieldModel
 
 
 @pytest.fixture(scope="module")
 def darcy(tmp_path_factory):
-    from flows.cli_field_study import write_field_study
+    from inversa.flows.cli_field_study import write_field_study
 
     root = tmp_path_factory.mktemp("darcy")
     return write_field_study("darcy", root / "d.nc", {"n": 17, "n_sensors": 60, "coefficient": "constant",

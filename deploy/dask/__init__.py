@@ -1,0 +1,1 @@
+"""Package data: deploy/dask (see inversa.resources)."""

@@ -1,0 +1,1 @@
+"""Package data: priors (see inversa.resources)."""

@@ -1,0 +1,1 @@
+"""Package data: recipes (see inversa.resources)."""

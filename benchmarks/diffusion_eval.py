@@ -35,8 +35,9 @@ from inversa.models.samplers import FBP, TV, GaussianPosterior  # noqa: E402
 from inversa.models.samplers.diffusion import DDS, DPS, REDDiff  # noqa: E402
 from inversa.models.uq import (conformal_interval_scale, coverage, interval_scores, mcc_otsu, psnr,  # noqa: E402
                        scale_interval, ssim)
-from inversa.tasks.measurement import Grid, geometry_for, operator_for  # noqa: E402
-from inversa.tasks.training import load_prior  # noqa: E402
+from inversa.models.resampling import Grid
+from inversa.tasks.kinds.ct.measurement import geometry_for, operator_for  # noqa: E402
+from inversa.tasks.core.priors import load_prior  # noqa: E402
 
 FIELD_OF_VIEW_MM = 76.0
 EVAL_SEED, CALIBRATION_SEED = 2026, 7
@@ -78,10 +79,10 @@ def run(sampler, y, operator, sigma, samples: int, seed: int, chunk: int = 8):
     for lo in range(0, y.shape[0], chunk):
         hi = min(lo + chunk, y.shape[0])
         gens = [torch.Generator().manual_seed(seed * 100_000 + i) for i in range(lo, hi)]
-        with torch.enable_grad() if sampler.name == "dps" else torch.no_grad():
-            out = sampler.sample(y[lo:hi], operator, sigma, 1 if sampler.deterministic else samples, gens)
-        nfe = max(nfe, int(sampler.nfe))
-        outs.append(out.detach().numpy())
+        with torch.no_grad() if sampler.no_grad else torch.enable_grad():
+            result = sampler.sample(y[lo:hi], operator, sigma, 1 if sampler.deterministic else samples, gens)
+        nfe = max(nfe, result.nfe)
+        outs.append(result.samples.detach().numpy())
     seconds = time.perf_counter() - started
     draws = np.concatenate(outs, axis=1)
     std = draws.std(axis=0, ddof=1) if draws.shape[0] > 1 else None

@@ -1,13 +1,13 @@
 """Reconstruction methods behind one interface (``Sampler.sample``), looked up by recipe name.
 
 Point estimates (FBP, Tikhonov by CGLS, TV by primal-dual) and posterior samplers answer the
-same call, so the pipeline treats them alike; ``REGISTRY`` maps a recipe's method name to the
-class whose constructor keywords are the method's parameters. The diffusion samplers take their
-network as ``denoiser=``; turning a recipe's checkpoint path into that denoiser is file work and
-belongs to ``tasks.methods``, so the registry holds classes only.
+same call with the same ``SampleResult``, so the pipeline treats them alike; ``REGISTRY`` maps a
+recipe's method name to the class whose constructor keywords are the method's parameters. The
+diffusion samplers take their network as ``denoiser=``; turning a recipe's checkpoint path into
+that denoiser is file work and belongs to ``tasks.methods``, so the registry holds classes only.
 """
 
-from .base import Sampler
+from .base import SampleResult, Sampler, StepCallback
 from .cgls import Tikhonov
 from .diffusion import DDS, DPS, DiffusionSampler, REDDiff
 from .fbp import FBP, fbp_reconstruct
@@ -25,6 +25,6 @@ REGISTRY: dict[str, type[Sampler]] = {
 }
 
 __all__ = [
-    "REGISTRY", "Sampler", "FBP", "fbp_reconstruct", "GaussianPosterior", "Tikhonov", "TV",
-    "DiffusionSampler", "DPS", "DDS", "REDDiff",
+    "REGISTRY", "Sampler", "SampleResult", "StepCallback", "FBP", "fbp_reconstruct", "GaussianPosterior",
+    "Tikhonov", "TV", "DiffusionSampler", "DPS", "DDS", "REDDiff",
 ]

@@ -2,24 +2,82 @@
 
 Every method, a point estimate or a sampler, answers the same call so that a recipe can swap
 one for another without the pipeline knowing which it got (see docs/conventions.md).
+
+What a call cost (operator or denoiser calls, inner-solver iterations and residual) comes back
+with its samples in a ``SampleResult`` instead of being left on the sampler: the pipeline runs
+one sampler instance in several region threads at once, and diagnostics kept on ``self`` were
+overwritten by whichever call finished last. Nothing of a call is stored on the instance, so
+one sampler may serve any number of threads. Progress within a call (a diffusion chain runs for
+minutes) is reported through an optional ``callback(step, total)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What one ``Sampler.sample`` call returns: the draws and what they cost."""
+
+    samples: torch.Tensor  # (n, B, H, W); a deterministic method returns n = 1
+    # Forward plus adjoint operator applications for classical methods (a call on the whole
+    # batch counts once), denoiser calls for diffusion samplers: cost comparable across methods.
+    nfe: int
+    iterations: int = 0  # most inner-solver (CG/CGLS) iterations any item needed; 0 without one
+    residual: float = 0.0  # largest final relative residual of an inner solver; 0.0 when not measured
+    steps: int = 0  # outer steps taken (diffusion steps, primal-dual or CGLS iterations; 1 for FBP)
+
+
+class Tally:
+    """The cost and progress of one ``sample`` call, a local of that call (never of the sampler).
+
+    ``step()`` counts an outer step and reports it as ``callback(step, total)``; ``result``
+    packs the samples with the counts and, for a method that stopped before ``total`` steps,
+    reports ``(total, total)`` once more so a progress bar completes.
+    """
+
+    __slots__ = ("callback", "total", "nfe", "iterations", "residual", "steps")
+
+    def __init__(self, callback: StepCallback | None = None, total: int = 1, nfe: int = 0):
+        self.callback = callback
+        self.total = int(total)
+        self.nfe = nfe
+        self.iterations = 0
+        self.residual = 0.0
+        self.steps = 0
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.callback is not None:
+            self.callback(self.steps, self.total)
+
+    def solver(self, iterations: int, residual: float = 0.0) -> None:
+        """Fold in one inner solve: the slowest and the least converged count."""
+        self.iterations = max(self.iterations, int(iterations))
+        self.residual = max(self.residual, float(residual))
+
+    def result(self, samples: torch.Tensor) -> SampleResult:
+        if self.callback is not None and self.steps < self.total:
+            self.callback(self.total, self.total)
+        return SampleResult(samples=samples, nfe=self.nfe, iterations=self.iterations, residual=self.residual,
+                            steps=self.steps)
 
 
 class Sampler:
     """Base class: subclasses set ``name`` and ``deterministic`` and implement ``sample``.
 
-    ``sample(y, operator, noise_sigma, n, generator)`` returns ``(n, B, H, W)``; a deterministic
-    method returns ``n = 1`` whatever ``n`` asks for, since repeating a point estimate carries
-    no information. ``nfe`` counts forward plus adjoint operator calls of the last ``sample``
-    (a call on a whole batch counts once), so cost is comparable across methods.
+    ``sample(y, operator, noise_sigma, n, generator, callback)`` returns a ``SampleResult`` whose
+    ``samples`` are ``(n, B, H, W)``; a deterministic method returns ``n = 1`` whatever ``n`` asks
+    for, since repeating a point estimate carries no information. ``callback(step, total)``, if
+    given, is called after every outer step with ``total`` fixed at the start of the call; the
+    last call has ``step == total`` even when the method stops early.
     """
 
     name: str = ""
@@ -27,11 +85,12 @@ class Sampler:
     # False for analytic inverses (FBP) that never apply the operator's system matrix; planning
     # then leaves the matrix out of the memory estimate.
     uses_system_matrix: bool = True
+    # Callers run ``sample`` under ``torch.no_grad()`` when True; False for samplers that
+    # differentiate through their network (DPS), which need autograd enabled.
+    no_grad: bool = True
 
-    def __init__(self) -> None:
-        self.nfe = 0
-
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator: Generators = None):
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator: Generators = None,
+               callback: StepCallback | None = None) -> SampleResult:
         raise NotImplementedError
 
     def __repr__(self) -> str:

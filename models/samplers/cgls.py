@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Sampler, batch_dot, check_measurement, expand_to
+from .base import Sampler, SampleResult, StepCallback, Tally, batch_dot, check_measurement, expand_to
 
 
 class Tikhonov(Sampler):
@@ -22,6 +22,10 @@ class Tikhonov(Sampler):
     - ``max_iter``, ``tol``: stop after ``max_iter`` iterations or when the normal-equation
       residual ``||A^T (y - A x) - alpha x||`` is below ``tol * ||A^T y||``.
     - ``warm_start``: start from ``x0`` passed to ``sample`` (e.g. an FBP) instead of zero.
+
+    The result's ``iterations`` and ``steps`` are the CGLS iterations of the slowest slice (the
+    progress ``total`` is ``max_iter``), ``residual`` the largest final normal-equation residual
+    relative to ``||A^T y||``: above ``tol`` means a slice stopped at ``max_iter`` unconverged.
     """
 
     name = "tikhonov"
@@ -37,20 +41,20 @@ class Tikhonov(Sampler):
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.warm_start = bool(warm_start)
-        self.iterations = 0
 
     def params(self) -> dict:
         return {"alpha": self.alpha, "max_iter": self.max_iter, "tol": self.tol, "warm_start": self.warm_start}
 
     @torch.no_grad()
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None, x0: torch.Tensor | None = None):
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,
+               callback: StepCallback | None = None, x0: torch.Tensor | None = None) -> SampleResult:
         y = check_measurement(y, operator, "tikhonov")
         alpha = self.alpha * operator.norm() ** 2 if self.alpha else 0.0
         shape = (y.shape[0], *operator.in_shape)
         # The stop is relative to ||A^T y||, the residual at x = 0, so a warm start that is
         # already good stops at once instead of chasing rounding noise.
         back = operator.adjoint(y)
-        self.nfe = 1
+        tally = Tally(callback, total=self.max_iter, nfe=1)
         target = (self.tol**2) * batch_dot(back, back)
         if self.warm_start and x0 is not None:
             if tuple(x0.shape) != shape:
@@ -58,7 +62,7 @@ class Tikhonov(Sampler):
             x = x0.to(dtype=y.dtype, device=y.device).clone()
             r = y - operator.forward(x)
             s = operator.adjoint(r) - alpha * x
-            self.nfe += 2
+            tally.nfe += 2
         else:
             x = torch.zeros(shape, dtype=y.dtype, device=y.device)
             r = y.clone()
@@ -66,8 +70,7 @@ class Tikhonov(Sampler):
         p = s.clone()
         gamma = batch_dot(s, s)
         active = gamma > target
-        it = 0
-        while bool(active.any()) and it < self.max_iter:
+        while bool(active.any()) and tally.steps < self.max_iter:
             q = operator.forward(p)
             delta = batch_dot(q, q) + alpha * batch_dot(p, p)
             step = torch.where(active & (delta > 0), gamma / torch.where(delta > 0, delta, torch.ones_like(delta)),
@@ -75,13 +78,15 @@ class Tikhonov(Sampler):
             x = x + expand_to(step, x) * p
             r = r - expand_to(step, r) * q
             s = operator.adjoint(r) - alpha * x
-            self.nfe += 2
+            tally.nfe += 2
             gamma_new = batch_dot(s, s)
             beta = torch.where(active, gamma_new / torch.where(gamma > 0, gamma, torch.ones_like(gamma)),
                                torch.zeros_like(gamma))
             p = s + expand_to(beta, p) * p
             gamma = torch.where(active, gamma_new, gamma)
             active = active & (gamma > target)
-            it += 1
-        self.iterations = it
-        return x.unsqueeze(0)
+            tally.step()
+        back_norm = torch.sqrt(batch_dot(back, back))
+        relative = torch.sqrt(gamma) / torch.where(back_norm > 0, back_norm, torch.ones_like(back_norm))
+        tally.solver(tally.steps, float(relative.max()))
+        return tally.result(x.unsqueeze(0))

@@ -15,8 +15,11 @@ denoiser ``denoiser(x_t, sigma) -> x0_hat``; they differ in how the measurement 
   spread.
 
 Every item of the flattened ``(n * B)`` batch draws its noise from its slice's generator (see
-``base.standard_normal``), so a slice's samples do not depend on the batch it ran in. ``nfe``
-counts denoiser calls (one per call on the whole batch).
+``base.standard_normal``), so a slice's samples do not depend on the batch it ran in. The cost
+that matters is the network, so a result's ``nfe`` counts denoiser calls (one per call on the
+whole batch); one progress step is one noise level, ``total = n_steps``. DPS and DDS report the
+CG iterations of their data-consistency solves as ``iterations``; those solves are cut at
+``cg_steps`` by design, not by a tolerance, so no ``residual`` is reported.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 
 from inversa.models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
 
-from .base import Sampler, check_measurement, expand_to, per_slice_sigma, standard_normal
+from .base import (Sampler, SampleResult, StepCallback, Tally, check_measurement, expand_to, per_slice_sigma,
+                   standard_normal)
 from .cg import conjugate_gradient
 
 
@@ -54,11 +58,11 @@ class DiffusionSampler(Sampler):
         return {"denoiser": repr(self.denoiser), "n_steps": self.n_steps, "sigma_min": self.sigma_min,
                 "sigma_max": self.sigma_max, "rho": self.rho}
 
-    def _denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        self.nfe += 1
+    def _denoise(self, x: torch.Tensor, sigma, tally: Tally) -> torch.Tensor:
+        tally.nfe += 1
         return self.denoiser(x, sigma)
 
-    def _setup(self, y, operator, noise_sigma, n):
+    def _setup(self, y, operator, noise_sigma, n, callback: StepCallback | None):
         if self.denoiser is None:
             raise ValueError(f"{self.name}: no denoiser set; pass denoiser=... or set the sampler's .denoiser")
         y = check_measurement(y, operator, self.name)
@@ -71,9 +75,8 @@ class DiffusionSampler(Sampler):
         noise = per_slice_sigma(noise_sigma, batch, y, self.name)
         # Item s * B + b of the flat batch is sample s of slice b.
         y_flat = y.unsqueeze(0).expand(n, *y.shape).reshape(n * batch, *y.shape[1:])
-        self.nfe = 0
         levels = sigmas(self.n_steps, self.sigma_min, self.sigma_max, self.rho, dtype=y.dtype).tolist()
-        return y_flat, noise.repeat(n), shape, n, batch, levels
+        return y_flat, noise.repeat(n), shape, n, batch, levels, Tally(callback, total=self.n_steps)
 
     @staticmethod
     def _normal(shape, n, batch, generator, like):
@@ -163,19 +166,19 @@ class DPS(DiffusionSampler):
             return torch.clamp(y_flat, min=1.0 / c) / c
         return torch.exp(y_flat) / c
 
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,
+               callback: StepCallback | None = None) -> SampleResult:
         if self.noise_model != "gaussian" and noise_sigma is None:
             noise_sigma = 1.0  # the Poisson models take their variance from the data, not from noise_sigma
-        y_flat, noise, shape, n, batch, levels = self._setup(y, operator, noise_sigma, n)
+        y_flat, noise, shape, n, batch, levels, tally = self._setup(y, operator, noise_sigma, n, callback)
         variance = self.noise_variance(y_flat, noise)
         data_var = self.prior_variance or getattr(self.denoiser, "data_variance", None)
         rows = row_energy(operator, shape, y) if self.step_rule == "covariance" else None
         x = levels[0] * self._normal(shape, n, batch, generator, y) + getattr(self.denoiser, "offset", 0.0)
-        self.cg_iterations = 0
         for sigma, sigma_next in zip(levels[:-1], levels[1:]):
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
-                x0 = self._denoise(x_in, sigma)
+                x0 = self._denoise(x_in, sigma, tally)
                 residual = (y_flat - operator.forward(x0)).detach()
                 if self.step_rule == "covariance":
                     r2 = sigma**2 if data_var is None else sigma**2 * data_var / (sigma**2 + data_var)
@@ -186,7 +189,7 @@ class DPS(DiffusionSampler):
                     jacobi = (variance + r2 * rows).reciprocal()
                     solved = conjugate_gradient(apply, residual, x0=residual * 0, tol=1e-6, max_iter=self.cg_steps,
                                                 preconditioner=lambda v, jacobi=jacobi: v * jacobi)
-                    self.cg_iterations = max(self.cg_iterations, solved.iterations)
+                    tally.solver(solved.iterations)
                     direction = operator.adjoint(solved.x)
                     weight = self.guidance_scale * (sigma**2 - sigma_next**2)
                 elif self.step_rule == "gaussian":
@@ -201,7 +204,8 @@ class DPS(DiffusionSampler):
             z = self._normal(shape, n, batch, generator, y) if sigma_next > 0 else None
             x_next = ddim_step(x0, epsilon_from_x0(x, x0, sigma), sigma, sigma_next, 1.0, z)
             x = x_next + weight * grad
-        return x.reshape(n, batch, *shape)
+            tally.step()
+        return tally.result(x.reshape(n, batch, *shape))
 
 
 class DDS(DiffusionSampler):
@@ -250,14 +254,14 @@ class DDS(DiffusionSampler):
         return sigma**2 * v / (sigma**2 + v)
 
     @torch.no_grad()
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
-        y_flat, noise, shape, n, batch, levels = self._setup(y, operator, noise_sigma, n)
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,
+               callback: StepCallback | None = None) -> SampleResult:
+        y_flat, noise, shape, n, batch, levels, tally = self._setup(y, operator, noise_sigma, n, callback)
         inv_noise_var = noise.reciprocal().square()
         aty = operator.adjoint(y_flat) * expand_to(inv_noise_var, y_flat.new_zeros(y_flat.shape[0], *shape))
         x = levels[0] * self._normal(shape, n, batch, generator, y) + getattr(self.denoiser, "offset", 0.0)
-        self.cg_iterations = 0
         for sigma, sigma_next in zip(levels[:-1], levels[1:]):
-            x0 = self._denoise(x, sigma)
+            x0 = self._denoise(x, sigma, tally)
             eps = epsilon_from_x0(x, x0, sigma)
             if self.cg_steps:
                 inv_r2 = 1.0 / self._spread(sigma) if self.consistency == "posterior" else 0.0
@@ -266,11 +270,12 @@ class DDS(DiffusionSampler):
                     return operator.adjoint(operator.forward(v)) * expand_to(inv_noise_var, v) + inv_r2 * v
 
                 result = conjugate_gradient(apply, aty + inv_r2 * x0, x0=x0, tol=1e-12, max_iter=self.cg_steps)
-                self.cg_iterations = max(self.cg_iterations, result.iterations)
+                tally.solver(result.iterations)
                 x0 = result.x
             z = self._normal(shape, n, batch, generator, y) if (sigma_next > 0 and self.eta > 0) else None
             x = ddim_step(x0, eps, sigma, sigma_next, self.eta, z)
-        return x.reshape(n, batch, *shape)
+            tally.step()
+        return tally.result(x.reshape(n, batch, *shape))
 
 
 class REDDiff(DiffusionSampler):
@@ -308,13 +313,14 @@ class REDDiff(DiffusionSampler):
         return {**super().params(), "lr": self.lr, "lr_final": self.lr_final, "lam": self.lam, "weighting": self.weighting}
 
     @torch.no_grad()
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
-        y_flat, noise, shape, n, batch, levels = self._setup(y, operator, noise_sigma, n)
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,
+               callback: StepCallback | None = None) -> SampleResult:
+        y_flat, noise, shape, n, batch, levels, tally = self._setup(y, operator, noise_sigma, n, callback)
         levels = levels[:-1]
         inv_noise_var = noise.reciprocal().square()
         # Start from the denoised pure noise: a draw near the prior's centre, different per sample.
         start = levels[0] * self._normal(shape, n, batch, generator, y) + getattr(self.denoiser, "offset", 0.0)
-        mu = self._denoise(start, levels[0]).clone()
+        mu = self._denoise(start, levels[0], tally).clone()
         mu.requires_grad_(False)
         param = torch.nn.Parameter(mu)
         unit = float(getattr(self.denoiser, "scale", 1.0))
@@ -322,7 +328,7 @@ class REDDiff(DiffusionSampler):
         total = len(levels)
         for k, sigma in enumerate(levels):
             eps = self._normal(shape, n, batch, generator, y)
-            x0 = self._denoise(param.data + sigma * eps, sigma)
+            x0 = self._denoise(param.data + sigma * eps, sigma, tally)
             weight = self.lam / sigma**2 if self.weighting == "score" else self.lam
             misfit = operator.adjoint(operator.forward(param.data) - y_flat) * expand_to(inv_noise_var, x0)
             param.grad = misfit + weight * (param.data - x0)
@@ -330,4 +336,5 @@ class REDDiff(DiffusionSampler):
             for group in optimiser.param_groups:
                 group["lr"] = unit * (self.lr + frac * (self.lr_final - self.lr))
             optimiser.step()
-        return param.data.detach().clone().reshape(n, batch, *shape)
+            tally.step()
+        return tally.result(param.data.detach().clone().reshape(n, batch, *shape))

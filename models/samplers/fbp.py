@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from .base import Sampler, check_measurement
+from .base import Sampler, SampleResult, StepCallback, Tally, check_measurement
 
 FILTERS = ("ram-lak", "hann")
 
@@ -200,12 +200,14 @@ class FBP(Sampler):
     def params(self) -> dict:
         return {"filter": self.filter}
 
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,
+               callback: StepCallback | None = None) -> SampleResult:
         geometry = getattr(operator, "geometry", None)
         if geometry is None:
             raise ValueError("FBP: the operator has no `geometry` attribute; FBP needs a CT projector built from a CTGeometry")
         if hasattr(operator, "out_shape"):
             check_measurement(y, operator, "FBP")
         image = fbp_reconstruct(y, geometry, self.filter, self.views_per_chunk)
-        self.nfe = 1  # one backprojection
-        return image.unsqueeze(0)
+        tally = Tally(callback, total=1, nfe=1)  # one backprojection, one step
+        tally.step()
+        return tally.result(image.unsqueeze(0))

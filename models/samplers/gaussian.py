@@ -11,8 +11,9 @@ gradients, so nothing larger than an image is ever stored.
 CT makes ``P`` badly conditioned (``||A||^2 / sigma^2`` is ~1e8 times the prior terms), so CG is
 preconditioned by the prior precision itself, inverted exactly by the DCT (``preconditioners.py``).
 The preconditioner changes the iterates only, never the stopping rule nor the answer; the
-largest relative residual reached is reported (``cg_residual``) and stored by the pipeline,
-because on real CT sizes the solves may stop at ``max_iter`` before the tolerance.
+largest relative residual reached is returned with the samples (``SampleResult.residual``) and
+stored by the pipeline, because on real CT sizes the solves may stop at ``max_iter`` before the
+tolerance.
 
 It is the first honest uncertainty of the pipeline: exact up to the CG tolerance, with no
 learned component, and a check for any fancier sampler on the same data.
@@ -27,7 +28,8 @@ import torch
 
 from inversa.models.physics.base import Gradient2D
 
-from .base import Sampler, check_measurement, expand_to, per_slice_sigma, standard_normal
+from .base import (Sampler, SampleResult, StepCallback, Tally, check_measurement, expand_to, per_slice_sigma,
+                   standard_normal)
 from .cg import conjugate_gradient
 from .preconditioners import PriorPreconditioner, fourier_preconditioner
 
@@ -65,10 +67,12 @@ class GaussianPosterior(Sampler):
       from the operator's point-spread function; fastest on full-angle parallel-beam scans,
       unreliable on limited-angle fan-beam data) or ``"none"`` (plain CG).
 
-    ``nfe`` counts calls of ``A`` and ``A^T`` (two per CG iteration). After ``sample``,
-    ``last_mean`` holds the posterior mean ``(B, H, W)`` and ``cg_iterations`` the iterations
-    of the slowest solve, ``cg_residual`` the largest relative residual reached (the CG
-    recursion's); the mean is cached, so drawing samples in chunks solves it once.
+    A ``sample`` call makes two steps (progress ``total`` 2): the posterior mean, then one CG
+    solve for all perturbations. Its result's ``nfe`` counts calls of ``A`` and ``A^T`` (two per
+    CG iteration), ``iterations`` those of the slowest solve and ``residual`` the largest
+    relative residual reached (the CG recursion's). The mean of the last measurement is cached,
+    so drawing samples in chunks solves it once (a chunk that reuses it costs less ``nfe``);
+    ``posterior_mean`` returns it.
     """
 
     name = "gaussian"
@@ -111,9 +115,7 @@ class GaussianPosterior(Sampler):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
         self.preconditioner = preconditioner
-        self.last_mean: torch.Tensor | None = None
-        self.cg_iterations = 0
-        self.cg_residual = 0.0
+        # (key, y, sigma, mean) of the last mean solved: shared by calls on purpose, replaced whole.
         self._cache = None
 
     def params(self) -> dict:
@@ -125,11 +127,12 @@ class GaussianPosterior(Sampler):
         }
 
     # ------------------------------------------------------------------ the linear algebra
-    def _precision(self, operator, grad: Gradient2D, inv_var: torch.Tensor):
-        """``x -> P x`` for a batch whose item ``i`` has noise precision ``inv_var[i]``."""
+    def _precision(self, operator, grad: Gradient2D, inv_var: torch.Tensor, tally: Tally | None = None):
+        """``x -> P x`` for a batch whose item ``i`` has noise precision ``inv_var[i]``; counted on ``tally``."""
 
         def apply(x: torch.Tensor) -> torch.Tensor:
-            self.nfe += 2
+            if tally is not None:
+                tally.nfe += 2
             out = operator.adjoint(operator.forward(x)) * expand_to(inv_var, x)
             if self.lam_grad:
                 out = out + self.lam_grad * grad.adjoint(grad.forward(x))
@@ -137,17 +140,16 @@ class GaussianPosterior(Sampler):
 
         return apply
 
-    def _solve(self, operator, grad: Gradient2D, inv_var: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    def _solve(self, operator, grad: Gradient2D, inv_var: torch.Tensor, rhs: torch.Tensor, tally: Tally) -> torch.Tensor:
         """``P^-1 rhs`` per item, item ``i`` with noise precision ``inv_var[i]``."""
         precondition = None
         if self.preconditioner == "fourier":
             precondition = fourier_preconditioner(operator, self.lam_grad, self.lam_0, inv_var)
         elif self.preconditioner == "prior":
             precondition = PriorPreconditioner(tuple(operator.in_shape), self.lam_grad, self.lam_0)
-        result = conjugate_gradient(self._precision(operator, grad, inv_var), rhs, tol=self.tol,
+        result = conjugate_gradient(self._precision(operator, grad, inv_var, tally), rhs, tol=self.tol,
                                     max_iter=self.max_iter, preconditioner=precondition)
-        self.cg_iterations = max(self.cg_iterations, result.iterations)
-        self.cg_residual = max(self.cg_residual, float(result.relative_residual.max()))
+        tally.solver(result.iterations, float(result.relative_residual.max()))
         return result.x
 
     def posterior_mean(self, y: torch.Tensor, operator, noise_sigma) -> torch.Tensor:
@@ -155,7 +157,7 @@ class GaussianPosterior(Sampler):
         y = check_measurement(y, operator, "gaussian")
         sigma = per_slice_sigma(noise_sigma, y.shape[0], y, "gaussian")
         grad = self._gradient(operator, y)
-        return self._mean(y, operator, sigma, grad)
+        return self._mean(y, operator, sigma, grad, Tally())
 
     def _gradient(self, operator, like: torch.Tensor) -> Gradient2D:
         shape = tuple(operator.in_shape)
@@ -163,35 +165,34 @@ class GaussianPosterior(Sampler):
             raise ValueError(f"gaussian: the operator's in_shape is {shape}; expected an image (H, W)")
         return Gradient2D(shape).to(dtype=like.dtype, device=like.device)
 
-    def _mean(self, y, operator, sigma, grad) -> torch.Tensor:
+    def _mean(self, y, operator, sigma, grad, tally: Tally) -> torch.Tensor:
         key = (id(operator), y.dtype, y.device, tuple(y.shape))
-        if self._cache is not None and self._cache[0] == key and torch.equal(self._cache[1], y) \
-                and torch.equal(self._cache[2], sigma):
-            return self._cache[3]
+        cache = self._cache  # read once: another thread may replace it meanwhile
+        if cache is not None and cache[0] == key and torch.equal(cache[1], y) and torch.equal(cache[2], sigma):
+            return cache[3]
         inv_var = sigma.reciprocal().square()
         m = torch.full((y.shape[0], *operator.in_shape), self.prior_mean, dtype=y.dtype, device=y.device)
-        self.nfe += 1
+        tally.nfe += 1
         rhs = operator.adjoint(y) * expand_to(inv_var, m) + self.lam_0 * m
         if self.lam_grad:
             rhs = rhs + self.lam_grad * grad.adjoint(grad.forward(m))
-        mean = self._solve(operator, grad, inv_var, rhs)
+        mean = self._solve(operator, grad, inv_var, rhs, tally)
         self._cache = (key, y.clone(), sigma.clone(), mean)
         return mean
 
     # ------------------------------------------------------------------ the sampler
     @torch.no_grad()
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,
+               callback: StepCallback | None = None) -> SampleResult:
         y = check_measurement(y, operator, "gaussian")
         if int(n) < 1:
             raise ValueError(f"gaussian: n must be >= 1, got {n}")
         n, batch = int(n), y.shape[0]
         sigma = per_slice_sigma(noise_sigma, batch, y, "gaussian")
         grad = self._gradient(operator, y)
-        self.nfe = 0
-        self.cg_iterations = 0
-        self.cg_residual = 0.0
-        mean = self._mean(y, operator, sigma, grad)
-        self.last_mean = mean
+        tally = Tally(callback, total=2)
+        mean = self._mean(y, operator, sigma, grad, tally)
+        tally.step()
 
         shape = tuple(operator.in_shape)
         eps_y = standard_normal(tuple(operator.out_shape), n, batch, generator, y)
@@ -199,10 +200,11 @@ class GaussianPosterior(Sampler):
         eps_0 = standard_normal(shape, n, batch, generator, y)
         flat = n * batch
         sig = sigma.repeat(n)  # item (s, b) -> sigma[b], matching the (n, B) flattening
-        self.nfe += 1
+        tally.nfe += 1
         w = operator.adjoint(eps_y.reshape(flat, *operator.out_shape)) * expand_to(sig.reciprocal(), eps_0.reshape(flat, *shape))
         w = w + math.sqrt(self.lam_0) * eps_0.reshape(flat, *shape)
         if self.lam_grad:
             w = w + math.sqrt(self.lam_grad) * grad.adjoint(eps_g.reshape(flat, 2, *shape))
-        delta = self._solve(operator, grad, sig.reciprocal().square(), w)
-        return mean.unsqueeze(0) + delta.reshape(n, batch, *shape)
+        delta = self._solve(operator, grad, sig.reciprocal().square(), w, tally)
+        tally.step()
+        return tally.result(mean.unsqueeze(0) + delta.reshape(n, batch, *shape))

@@ -14,7 +14,7 @@ import torch
 from inversa.models.noise import estimate_noise_sigma
 from inversa.models.physics.base import Gradient2D
 
-from .base import Sampler, batch_dot, check_measurement, expand_to, per_slice_sigma
+from .base import Sampler, SampleResult, StepCallback, Tally, batch_dot, check_measurement, expand_to, per_slice_sigma
 
 
 def column_rms(operator, like: torch.Tensor, seed: int = 0) -> float:
@@ -39,6 +39,9 @@ class TV(Sampler):
     - ``max_iter``, ``tol``: stop a slice when the relative change of its image per iteration
       falls below ``tol`` (each slice stops on its own, so batching does not change results).
     - ``nonneg``: constrain ``x >= 0`` (attenuation cannot be negative).
+
+    The result's ``steps`` are the primal-dual iterations of the slowest slice (the progress
+    ``total`` is ``max_iter``); there is no inner solver, so ``iterations`` is 0.
     """
 
     name = "tv"
@@ -54,7 +57,6 @@ class TV(Sampler):
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.nonneg = bool(nonneg)
-        self.iterations = 0
 
     def params(self) -> dict:
         return {"lam": self.lam, "max_iter": self.max_iter, "tol": self.tol, "nonneg": self.nonneg}
@@ -70,7 +72,8 @@ class TV(Sampler):
         return self.lam * sigma * column_rms(operator, y)
 
     @torch.no_grad()
-    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None):
+    def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,
+               callback: StepCallback | None = None) -> SampleResult:
         y = check_measurement(y, operator, "tv")
         shape = tuple(operator.in_shape)
         if len(shape) != 2:
@@ -80,8 +83,8 @@ class TV(Sampler):
         # Scale the gradient to the operator so both blocks of K = [A; c G] weigh alike.
         a_norm = operator.norm()
         c = a_norm / math.sqrt(8.0) if a_norm > 0 else 1.0
-        self.nfe = 1
-        k_norm = self._norm(operator, grad, c, y) * 1.05  # margin: power iteration underestimates
+        tally = Tally(callback, total=self.max_iter, nfe=1)
+        k_norm = self._norm(operator, grad, c, y, tally) * 1.05  # margin: power iteration underestimates
         tau = sigma = 1.0 / k_norm
         radius = expand_to(lam / c, torch.empty(y.shape[0], 1, 1, 1))  # ball radius of the TV dual
 
@@ -90,8 +93,7 @@ class TV(Sampler):
         p = torch.zeros_like(y)
         q = torch.zeros((y.shape[0], 2, *shape), dtype=y.dtype, device=y.device)
         active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-        it = 0
-        while bool(active.any()) and it < self.max_iter:
+        while bool(active.any()) and tally.steps < self.max_iter:
             p_new = (p + sigma * (operator.forward(x_bar) - y)) / (1 + sigma)
             q_new = q + (sigma * c) * grad.forward(x_bar)
             size = torch.linalg.vector_norm(q_new, dim=1, keepdim=True)
@@ -99,7 +101,7 @@ class TV(Sampler):
             x_new = x - tau * (operator.adjoint(p_new) + c * grad.adjoint(q_new))
             if self.nonneg:
                 x_new = x_new.clamp(min=0.0)
-            self.nfe += 2
+            tally.nfe += 2
             change = torch.sqrt(batch_dot(x_new - x, x_new - x))
             scale = torch.sqrt(batch_dot(x_new, x_new))
             keep = expand_to(active, x)
@@ -107,21 +109,20 @@ class TV(Sampler):
             q = torch.where(expand_to(active, q), q_new, q)
             x_bar = torch.where(keep, 2 * x_new - x, x_bar)
             x = torch.where(keep, x_new, x)
-            it += 1
-            if self.tol > 0 and it > 10:
+            tally.step()
+            if self.tol > 0 and tally.steps > 10:
                 active = active & ~(change <= self.tol * torch.clamp(scale, min=torch.finfo(x.dtype).tiny))
-        self.iterations = it
-        return x.unsqueeze(0)
+        return tally.result(x.unsqueeze(0))
 
-    def _norm(self, operator, grad, c, like, n_iter: int = 30) -> float:
-        """``||[A; c G]||`` by power iteration on ``A^T A + c^2 G^T G``."""
+    def _norm(self, operator, grad, c, like, tally: Tally, n_iter: int = 30) -> float:
+        """``||[A; c G]||`` by power iteration on ``A^T A + c^2 G^T G``; its operator calls go on ``tally``."""
         gen = torch.Generator(device="cpu").manual_seed(0)
         v = torch.randn((1, *operator.in_shape), generator=gen, dtype=like.dtype).to(like.device)
         v = v / torch.linalg.vector_norm(v)
         value = 0.0
         for _ in range(n_iter):
             w = operator.adjoint(operator.forward(v)) + c**2 * grad.adjoint(grad.forward(v))
-            self.nfe += 2
+            tally.nfe += 2
             new = float(torch.sqrt(torch.clamp((v * w).sum(), min=0.0)))
             v = w / torch.linalg.vector_norm(w)
             if value > 0 and abs(new - value) <= 1e-4 * new:

@@ -49,11 +49,12 @@ def posterior(a, y, noise):
 
 
 def errors(sampler, y=None):
-    """Max |z| of the sample mean and the range of variance ratios over both slices."""
+    """Max |z| of the sample mean and the range of variance ratios over both slices, and the call's ``SampleResult``."""
     a, op, y0, _ = problem()
     y = y0 if y is None else y
     gens = [torch.Generator().manual_seed(10 + b) for b in range(2)]
-    x = sampler.sample(y, op, NOISE, n=N_SAMPLES, generator=gens)
+    result = sampler.sample(y, op, NOISE, n=N_SAMPLES, generator=gens)
+    x = result.samples
     assert x.shape == (N_SAMPLES, 2, H, W)
     z_max, ratios, prior_z = 0.0, [], []
     for b in range(2):
@@ -64,7 +65,7 @@ def errors(sampler, y=None):
         ratios.append(flat.var(0) / torch.diag(cov))
         prior_z.append(float(((PRIOR_MEAN - mean) / sd).abs().max()))
     ratios = torch.cat(ratios)
-    return z_max, float(ratios.min()), float(ratios.max()), min(prior_z)
+    return z_max, float(ratios.min()), float(ratios.max()), min(prior_z), result
 
 
 def test_gaussian_denoiser_is_the_posterior_mean_formula():
@@ -99,8 +100,8 @@ def test_schedule_and_ancestral_step():
 def test_dds_matches_the_posterior():
     _, _, _, den = problem()
     s = DDS(den, n_steps=100, cg_steps=5, prior_variance=PRIOR_VAR)
-    z, lo, hi, prior_z = errors(s)
-    assert s.nfe == 100 and not s.deterministic and s.name == "dds"
+    z, lo, hi, prior_z, result = errors(s)
+    assert result.nfe == 100 and not s.deterministic and s.name == "dds"
     assert z < 0.35 < prior_z
     assert 0.6 < lo and hi < 1.2
 
@@ -108,8 +109,8 @@ def test_dds_matches_the_posterior():
 def test_dps_matches_the_posterior():
     _, _, _, den = problem()
     s = DPS(den, n_steps=500, sigma_max=20.0, step_rule="gaussian")
-    z, lo, hi, prior_z = errors(s)
-    assert s.nfe == 500
+    z, lo, hi, prior_z, result = errors(s)
+    assert result.nfe == 500
     assert z < 0.35 < prior_z
     assert 0.7 < lo and hi < 1.25
 
@@ -117,8 +118,8 @@ def test_dps_matches_the_posterior():
 def test_reddiff_finds_the_posterior_mean_with_little_spread():
     _, _, _, den = problem()
     s = REDDiff(den, n_steps=300, sigma_min=0.05, sigma_max=0.5, lr=0.05, lr_final=1e-3)
-    z, lo, hi, prior_z = errors(s)
-    assert s.nfe == 301
+    z, lo, hi, prior_z, result = errors(s)
+    assert result.nfe == 301
     assert z < 1.2 < prior_z
     assert hi < 0.5  # a mode seeker: documented under-dispersion, not a posterior spread
 
@@ -127,10 +128,10 @@ def test_wrong_schedule_or_reversed_data_fail():
     _, _, y, den = problem()
     # The denoiser told the wrong noise level (a schedule off by 2): the spread collapses.
     wrong = DDS(lambda x, s: den(x, 2 * s), n_steps=100, cg_steps=5, prior_variance=PRIOR_VAR)
-    z, lo, hi, _ = errors(wrong)
+    z, lo, hi, _, _ = errors(wrong)
     assert not (z < 0.35 and 0.6 < lo and hi < 1.2)
     # Data consistency towards the mirrored data (a sign error) lands far from the posterior mean.
-    z, _, _, _ = errors(DDS(den, n_steps=100, cg_steps=5, prior_variance=PRIOR_VAR), y=-y)
+    z, _, _, _, _ = errors(DDS(den, n_steps=100, cg_steps=5, prior_variance=PRIOR_VAR), y=-y)
     assert 2.0 < z < 1e3
 
 
@@ -141,9 +142,9 @@ def test_wrong_schedule_or_reversed_data_fail():
 ])
 def test_output_does_not_depend_on_the_batch_split(make):
     _, op, y, den = problem()
-    together = make(den).sample(y, op, NOISE, n=4, generator=[torch.Generator().manual_seed(7 + b) for b in range(2)])
+    together = make(den).sample(y, op, NOISE, n=4, generator=[torch.Generator().manual_seed(7 + b) for b in range(2)]).samples
     for b in range(2):
-        alone = make(den).sample(y[b:b + 1], op, NOISE[b], n=4, generator=[torch.Generator().manual_seed(7 + b)])
+        alone = make(den).sample(y[b:b + 1], op, NOISE[b], n=4, generator=[torch.Generator().manual_seed(7 + b)]).samples
         torch.testing.assert_close(alone[:, 0], together[:, b], rtol=1e-9, atol=1e-9)
 
 
@@ -164,8 +165,8 @@ def test_dps_covariance_step_matches_the_posterior_in_few_steps():
     # Gaussian rule needs 500 steps for |z| <= 0.17.
     _, _, _, den = problem()
     s = DPS(den, n_steps=100, sigma_max=20.0, prior_variance=PRIOR_VAR)
-    z, lo, hi, prior_z = errors(s)
-    assert s.step_rule == "covariance" and s.nfe == 100
+    z, lo, hi, prior_z, result = errors(s)
+    assert s.step_rule == "covariance" and result.nfe == 100
     assert z < 0.25 < prior_z
     assert 0.7 < lo and hi < 1.2
 
@@ -203,7 +204,7 @@ def test_dps_poisson_models_weight_each_measurement_by_its_variance(noise_model)
         variance = torch.exp(y) / counts
     _, _, _, den = problem()
     s = DPS(den, n_steps=100, sigma_max=20.0, prior_variance=PRIOR_VAR, noise_model=noise_model, counts_per_unit=counts)
-    out = s.sample(y[None], op, None, n=N_SAMPLES, generator=[torch.Generator().manual_seed(1)])[:, 0].reshape(N_SAMPLES, -1)
+    out = s.sample(y[None], op, None, n=N_SAMPLES, generator=[torch.Generator().manual_seed(1)]).samples[:, 0].reshape(N_SAMPLES, -1)
     want, cov = _weighted_posterior(a, y, variance)
     sd = torch.sqrt(torch.diag(cov))
     z = float(((out.mean(0) - want) / sd).abs().max())

@@ -138,9 +138,9 @@ def test_sampler_interface_reads_the_operator_geometry():
     op = SimpleNamespace(geometry=g, in_shape=(32, 32), out_shape=(60, 64))
     y = torch.tensor(disc_sinogram(g), dtype=torch.float32)[None]
     sampler = REGISTRY["fbp"](filter="hann")
-    out = sampler.sample(y, op, None, n=8, generator=None)
-    assert out.shape == (1, 1, 32, 32)
-    assert sampler.deterministic and sampler.nfe == 1
+    result = sampler.sample(y, op, None, n=8, generator=None)
+    assert result.samples.shape == (1, 1, 32, 32)
+    assert sampler.deterministic and result.nfe == 1
     with pytest.raises(ValueError, match="out_shape"):
         sampler.sample(y[:, :10], op, None)
     with pytest.raises(ValueError, match="geometry"):
@@ -165,6 +165,6 @@ def test_fbp_inverts_the_project_projector(kind):
     assert float((projected - analytic).norm() / analytic.norm()) < 0.03  # pixelated disc
     inclusion = pixel_radius(g, centre=(1.0, -5.0)) < 5  # inside the disc
     image = disc + 0.5 * MU * inclusion
-    x = FBP().sample(op(torch.tensor(image, dtype=torch.float32)[None]), op)[0, 0].numpy()
+    x = FBP().sample(op(torch.tensor(image, dtype=torch.float32)[None]), op).samples[0, 0].numpy()
     assert np.linalg.norm(x - image) / np.linalg.norm(image) < 0.1
     assert x[pixel_radius(g, centre=(1.0, -5.0)) < 3].mean() == pytest.approx(1.5 * MU, rel=0.03)

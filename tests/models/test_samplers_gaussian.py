@@ -47,13 +47,15 @@ def test_samples_have_the_posterior_mean_and_covariance():
     s = sampler()
     n = 12000
     gens = [torch.Generator().manual_seed(100 + b) for b in range(2)]
-    samples = s.sample(y, op, SIGMAS, n=n, generator=gens)
+    result = s.sample(y, op, SIGMAS, n=n, generator=gens)
+    samples = result.samples
     assert samples.shape == (n, 2, H, W)
-    assert s.nfe > 0 and not s.deterministic
+    assert result.nfe > 0 and not s.deterministic
+    used_mean = s.posterior_mean(y, op, SIGMAS)  # the cached mean the samples were drawn around
     for b in range(2):
         mean, cov = closed_form(a, y[b], SIGMAS[b])
         # The CG mean is exact to the solver tolerance.
-        torch.testing.assert_close(s.last_mean[b].reshape(-1), mean, rtol=0, atol=1e-6)
+        torch.testing.assert_close(used_mean[b].reshape(-1), mean, rtol=0, atol=1e-6)
         x = samples[:, b].reshape(n, -1)
         # Sample mean: each coordinate within 4.5 Monte Carlo standard errors.
         z_mean = (x.mean(0) - mean) / torch.sqrt(torch.diag(cov) / n)
@@ -73,7 +75,7 @@ def test_wrong_noise_level_is_detected_by_the_same_check():
     # computed with sigma^2 replaced by sigma, and the samples disagree by many errors.
     a, op, y = problem()
     n = 4000
-    samples = sampler().sample(y[:1], op, SIGMAS[:1], n=n, generator=torch.Generator().manual_seed(3))
+    samples = sampler().sample(y[:1], op, SIGMAS[:1], n=n, generator=torch.Generator().manual_seed(3)).samples
     _, wrong_cov = closed_form(a, y[0], torch.sqrt(SIGMAS[0]))
     emp = torch.cov(samples[:, 0].reshape(n, -1).T)
     ratio = torch.diag(emp) / torch.diag(wrong_cov)
@@ -82,19 +84,23 @@ def test_wrong_noise_level_is_detected_by_the_same_check():
 
 def test_results_do_not_depend_on_batching():
     _, op, y = problem()
-    both = sampler().sample(y, op, SIGMAS, n=5, generator=[torch.Generator().manual_seed(s) for s in (1, 2)])
-    alone = sampler().sample(y[1:], op, SIGMAS[1:], n=5, generator=[torch.Generator().manual_seed(2)])
+    both = sampler().sample(y, op, SIGMAS, n=5, generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).samples
+    alone = sampler().sample(y[1:], op, SIGMAS[1:], n=5, generator=[torch.Generator().manual_seed(2)]).samples
     torch.testing.assert_close(both[:, 1], alone[:, 0], rtol=0, atol=1e-8)
 
 
 def test_mean_is_cached_across_sample_chunks():
     _, op, y = problem()
     s = sampler()
-    s.sample(y, op, SIGMAS, n=2, generator=torch.Generator().manual_seed(0))
-    first = s.nfe
-    s.sample(y, op, SIGMAS, n=2, generator=torch.Generator().manual_seed(1))
-    assert s.nfe < first  # no second mean solve
-    torch.testing.assert_close(s.posterior_mean(y, op, SIGMAS), s.last_mean)
+    first = s.sample(y, op, SIGMAS, n=2, generator=torch.Generator().manual_seed(0))
+    second = s.sample(y, op, SIGMAS, n=2, generator=torch.Generator().manual_seed(1))
+    assert second.nfe < first.nfe  # no second mean solve
+    # The mean both chunks were drawn around is the one posterior_mean returns, and a fresh solve's.
+    cached = s.posterior_mean(y, op, SIGMAS)
+    torch.testing.assert_close(cached, sampler().posterior_mean(y, op, SIGMAS))
+    # Each chunk is that mean plus its own perturbation: drawn again around a fresh solve, it is the same.
+    again = sampler().sample(y, op, SIGMAS, n=2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(second.samples, again.samples)
 
 
 def test_prior_std_and_correlation_length_set_the_marginal_std():

@@ -37,7 +37,7 @@ def objective(op, x, y, lam):
 def test_tv_beats_fbp_on_a_piecewise_constant_phantom(ct):
     g, op, x, y, sigma = ct
     s = TV()
-    rec = s.sample(y, op, sigma)[0]
+    rec = s.sample(y, op, sigma).samples[0]
     err = float((rec - x).norm() / x.norm())
     fbp_err = float((fbp_reconstruct(y, g) - x).norm() / x.norm())
     assert err < 0.12 and err < 0.6 * fbp_err
@@ -47,22 +47,22 @@ def test_tv_beats_fbp_on_a_piecewise_constant_phantom(ct):
 def test_tv_minimises_its_objective(ct):
     g, op, x, y, sigma = ct
     s = TV(max_iter=300)
-    rec = s.sample(y, op, sigma)[0]
+    rec = s.sample(y, op, sigma).samples[0]
     lam = s.weight(y, op, sigma)
     value = objective(op, rec, y, lam)
     # Lower than at the truth and at the (non-negative) FBP, which are feasible points.
     assert bool((value < objective(op, x, y, lam)).all())
     assert bool((value < objective(op, fbp_reconstruct(y, g).clamp(min=0), y, lam)).all())
     # And within 0.5 % of a much longer run.
-    longer = TV(max_iter=3000, tol=0).sample(y, op, sigma)[0]
+    longer = TV(max_iter=3000, tol=0).sample(y, op, sigma).samples[0]
     assert bool((value <= 1.005 * objective(op, longer, y, lam)).all())
 
 
 def test_slices_are_independent_of_their_batch(ct):
     g, op, x, y, sigma = ct
     other = y.flip(-1) * 0.5
-    both = TV(max_iter=60).sample(torch.cat([other, y]), op, torch.tensor([sigma / 2, sigma]))[0]
-    alone = TV(max_iter=60).sample(y, op, sigma)[0]
+    both = TV(max_iter=60).sample(torch.cat([other, y]), op, torch.tensor([sigma / 2, sigma])).samples[0]
+    alone = TV(max_iter=60).sample(y, op, sigma).samples[0]
     torch.testing.assert_close(both[1], alone[0], rtol=1e-4, atol=1e-6)
 
 

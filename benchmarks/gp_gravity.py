@@ -14,7 +14,8 @@ separate work), values are gravity in mGal. Stages:
   full-grid time is extrapolated linearly (labelled as such); ``--std-grid 0`` means the full grid.
 
 On a GPU (``--device cuda``) the whole grid's std is cheap enough to compute rather than
-extrapolate (``--std-grid 0``); peak GPU memory is reported beside the peak resident memory.
+extrapolate (``--std-grid 0``); peak GPU memory is reported beside the peak resident memory,
+and the solver's own ``estimated_memory_bytes`` (what the pipeline plans workers by) beside both.
 
     python benchmarks/gp_gravity.py [--fit-points 3000] [--grid 500] [--std-grid 60] [--threads 2]
                                     [--device cpu|cuda]
@@ -26,7 +27,6 @@ import argparse
 import json
 import lzma
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -128,6 +128,7 @@ def main() -> None:
         "mean_grid_range_mgal": [round(float(mean.min()), 1), round(float(mean.max()), 1)],
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "rss_after_load_mib": round(rss_after_load, 1),
+        "estimated_memory_mib": round(solver.estimated_memory_bytes(len(x)) / 2 ** 20, 1),
         "peak_gpu_mib": (round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
                          if args.device.startswith("cuda") else None),
     }, indent=2))

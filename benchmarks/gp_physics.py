@@ -5,8 +5,8 @@ constant coefficient ``k`` and ``f = 2 pi^2 sin(pi x) sin(pi y)`` on the unit sq
 on the boundary, so ``u = sin(pi x) sin(pi y) / k``), observed at ``n`` random sensors with
 Gaussian noise. For each sensor count and seed:
 
-* ``physics``: ``PhysicsGPSolver`` with the known ``f`` and ``k``, ``--collocation`` points and
-  the Dirichlet boundary ``u = 0``;
+* ``physics``: ``PhysicsGPSolver(k=...)`` with the known ``f`` and ``k``, ``--collocation`` points
+  and the Dirichlet boundary ``u = 0``;
 * ``physics_no_boundary``: the same without boundary values (the PDE and the sensors only);
 * ``physics_no_boundary_known_noise``: that, with the sensors' noise std given (``y_noise_std``)
   rather than learned (with few sensors the marginal likelihood underestimates it);
@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
-from pathlib import Path
 
 
 import numpy as np  # noqa: E402
@@ -68,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    domain = (0.0, 1.0, 0.0, 1.0)
+    domain = [[0.0, 1.0], [0.0, 1.0]]
     runs = []
     for n_sensors in args.sensors:
         for seed in args.seeds:
@@ -79,8 +77,8 @@ def main() -> None:
             xs, ys, u = truth["x"].values, truth["y"].values, truth["u"].values
 
             def physics(boundary, noise_std=None):
-                return lambda: PhysicsGPSolver(n_collocation=args.collocation, seed=seed).fit(
-                    x, y, noise_std, source=sine_source, k=args.k, domain=domain, boundary=boundary)
+                return lambda: PhysicsGPSolver(n_collocation=args.collocation, seed=seed, k=args.k).fit(
+                    x, y, noise_std, source=sine_source, domain=domain, boundary=boundary)
 
             runs.append({
                 "n_sensors": n_sensors, "seed": seed,

@@ -11,7 +11,9 @@ accuracy of both solvers is measured against the truth as well as against each o
   ``--exact-fit`` of them), the reference the task asks for; the RMSE of the sparse mean
   against it and against the truth is reported at ``--test`` held-out points.
 * ``peak_rss_mib`` is the process high-water mark (``ru_maxrss``), measured after the sparse
-  stages (``peak_rss_sparse_mib``) and at the end (includes the exact GP's n^2 matrix).
+  stages (``peak_rss_sparse_mib``) and at the end (includes the exact GP's n^2 matrix);
+  ``sparse_estimated_memory_mib`` / ``exact_estimated_memory_mib`` are the solvers' own
+  ``estimated_memory_bytes`` (what the pipeline plans workers by), beside them.
 
     python benchmarks/gp_scalable.py [--n 500000] [--inducing 512] [--epochs 1] [--grid 500]
                                      [--exact-n 20000] [--exact-fit 2000] [--threads 2]
@@ -22,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
-from pathlib import Path
 
 
 import numpy as np  # noqa: E402
@@ -93,6 +93,7 @@ def main() -> None:
     out["sparse_test_rmse_vs_truth"] = float(np.sqrt(np.mean((ms - ft) ** 2)))
     out["sparse_test_coverage_90"] = float(np.mean(np.abs(ms - ft) <= 1.6448536 * ss))
     out["peak_rss_sparse_mib"] = peak_rss_mib()
+    out["sparse_estimated_memory_mib"] = sparse.estimated_memory_bytes(args.n) / 2 ** 20
 
     if args.exact_n > 0:
         idx = np.sort(rng.choice(args.n, min(args.exact_n, args.n), replace=False))
@@ -105,6 +106,7 @@ def main() -> None:
         out["exact_test_rmse_vs_truth"] = float(np.sqrt(np.mean((me - ft) ** 2)))
         out["exact_test_coverage_90"] = float(np.mean(np.abs(me - ft) <= 1.6448536 * se))
         out["sparse_vs_exact_rmse"] = float(np.sqrt(np.mean((ms - me) ** 2)))
+        out["exact_estimated_memory_mib"] = exact.estimated_memory_bytes(int(idx.size)) / 2 ** 20
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out, indent=2))
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
-from pathlib import Path
 
 
 import numpy as np  # noqa: E402

@@ -27,10 +27,15 @@ Why this design:
 * **Device.** ``device="cuda"`` keeps the observations, the Cholesky factor and each tile on the
   GPU (still float64: the variance is a difference of nearly equal numbers); inputs and outputs
   stay numpy arrays, so callers do not change.
+* **Saved fits** (``FieldSolver`` interface, base.py). ``state()`` holds the fitted raw GPyTorch
+  parameters as float64 arrays (and the hyperparameters in original units, readable, in its
+  metadata); ``restore`` re-conditions on the same observations with exactly those parameters,
+  so the Cholesky factor, and every prediction, is the original's bit for bit.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -39,17 +44,27 @@ import numpy as np
 import torch
 from linear_operator.utils.errors import NanError, NotPSDError
 
-from .gp_common import Standardisation, grid_posterior, kernel_matrix, kernel_terms, scaled_kernel
+from .base import FieldSolver, SolverState, check_n, check_settings, check_state
+from .gp_common import Standardisation, kernel_matrix, kernel_terms, load_raw_parameters, scaled_kernel
+from .inputs import digest as _digest
 from .inputs import distinct as _distinct
 from .inputs import fail as _fail
 from .inputs import noise_stds as _noise_stds
 from .inputs import points as _points
 from .inputs import query as _query
 from .inputs import values as _values
-from .summary import FieldPosterior
 
 MAX_EXACT_POINTS = 25_000
 """Cholesky (not CG/Lanczos) is used in GPyTorch up to this many observations."""
+
+STATE_FORMAT = "inversa.exact_gp/1"
+"""Tag in ``state()`` metadata; ``restore`` refuses anything else."""
+
+RESTORE_SETTINGS = ("kernel", "noise_floor")
+"""Settings that change what the saved raw parameters mean: a restoring solver must share them."""
+
+FIT_RECORD = ("n_fit", "iterations", "function_evaluations", "fit_seconds", "optimiser_note")
+"""Entries of ``info`` that describe the optimisation: a restored fit reports the original's."""
 
 
 class _ExactGPModel(gpytorch.models.ExactGP):
@@ -71,7 +86,7 @@ class _ExactGPModel(gpytorch.models.ExactGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
-class ExactGPSolver:
+class ExactGPSolver(FieldSolver):
     """Exact GP field solver: ``fit`` scattered observations, then ``predict`` or ``predict_grid``.
 
     ``noise_floor`` is the smallest noise variance allowed, in standardised units (a fraction of
@@ -80,12 +95,22 @@ class ExactGPSolver:
     at which it stops, ``lr`` the L-BFGS step scale, ``seed`` fixes the subset drawn when
     ``fit_max_points`` is smaller than n. ``kernel`` is ``"matern52"``, ``"matern32"``, ``"rbf"`` or a sum such
     as ``"matern52+matern52"``; a sum's hyperparameters ``lengthscale`` and ``outputscale`` are
-    lists with one entry per term.
+    lists with one entry per term. ``device`` is a torch device name ("cpu", "cuda"; a
+    ``torch.device`` works too).
+
+    A vector field is modelled one component at a time (``componentwise``); a known noise std
+    is honoured, otherwise one homoscedastic noise is learned. ``domain``, ``boundary`` and
+    ``source`` are accepted for the common interface and ignored: the plain GP models the data.
     """
+
+    name = "gp"
+    componentwise = True
+    accepts_noise_std = True
+    learns_noise = True
 
     def __init__(self, kernel: str = "matern52", noise_floor: float = 1e-6, max_iter: int = 100,
                  lr: float = 1.0, seed: int = 0, tol: float = 1e-7, tile_size: int = 1024,
-                 fit_max_points: int | None = None, device: str | torch.device = "cpu"):
+                 fit_max_points: int | None = None, device: str = "cpu"):
         self._terms = kernel_terms("ExactGPSolver", kernel)
         if not noise_floor > 0:
             raise ValueError(f"ExactGPSolver: argument 'noise_floor': expected > 0, got {noise_floor}")
@@ -98,24 +123,68 @@ class ExactGPSolver:
         self.seed = int(seed)
         self.tol = float(tol)
         self.tile_size = int(tile_size)
-        self.fit_max_points = fit_max_points
+        if fit_max_points is not None and (isinstance(fit_max_points, bool) or int(fit_max_points) < 1):
+            raise ValueError(f"ExactGPSolver: argument 'fit_max_points': expected None or >= 1, got {fit_max_points}")
+        self.fit_max_points = None if fit_max_points is None else int(fit_max_points)
         self.device = torch.device(device)
         self._model = None
         self.info: dict = {}
 
+    def _settings(self) -> dict:
+        """The constructor settings as JSON-able values (the device is the caller's business)."""
+        return {"kernel": self.kernel, "noise_floor": self.noise_floor, "max_iter": self.max_iter, "lr": self.lr,
+                "seed": self.seed, "tol": self.tol, "tile_size": self.tile_size,
+                "fit_max_points": self.fit_max_points}
+
     # ------------------------------------------------------------------ fitting
-    def fit(self, x, y, y_noise_std=None, *, optimise: bool = True, initial: dict | None = None,
-            learn_extra_noise: bool = True) -> "ExactGPSolver":
+    def fit(self, x, y, y_noise_std=None, *, domain=None, boundary=None, source=None, optimise: bool = True,
+            initial: dict | None = None, learn_extra_noise: bool = True) -> "ExactGPSolver":
         """Standardise, optimise hyperparameters (unless ``optimise=False``), cache the Cholesky.
 
-        ``y_noise_std`` (n,) is a known per-observation noise std in the units of ``y``; with it
-        the likelihood is fixed-noise, plus a learned homoscedastic extra noise when
+        ``y_noise_std`` (a scalar or (n,)) is a known per-observation noise std in the units of
+        ``y``; with it the likelihood is fixed-noise, plus a learned homoscedastic extra noise when
         ``learn_extra_noise``. ``initial`` sets hyperparameters in original units, any of
         ``lengthscale`` (scalar or per axis), ``outputscale`` (variance), ``noise`` (variance;
         the extra noise with ``y_noise_std``) and ``mean``; with ``optimise=False`` they are
-        the hyperparameters used.
+        the hyperparameters used. ``domain``, ``boundary``, ``source``: ignored (see the class).
         """
-        where = "ExactGPSolver.fit"
+        return self._fit("ExactGPSolver.fit", x, y, y_noise_std, optimise=optimise, initial=initial,
+                         learn_extra_noise=learn_extra_noise)
+
+    def restore(self, state: SolverState, x, y, y_noise_std=None, *, domain=None, boundary=None,
+                source=None) -> "ExactGPSolver":
+        """Re-condition on the observations ``state()`` was fitted on (checked by their sha256) with
+        the saved raw parameters: no optimisation, the original's posterior bit for bit."""
+        where = "ExactGPSolver.restore"
+        meta = check_state(where, state, STATE_FORMAT).meta
+        config, fit = meta.get("config") or {}, meta.get("fit") or {}
+        current = self._settings()
+        check_settings(where, {k: config.get(k) for k in RESTORE_SETTINGS}, {k: current[k] for k in RESTORE_SETTINGS})
+        raw = {k[len("raw."):]: v for k, v in state.arrays.items() if k.startswith("raw.")}
+        self._fit(where, x, y, y_noise_std, optimise=False, initial=None,
+                  learn_extra_noise=bool(fit.get("learn_extra_noise", True)), raw=raw,
+                  expect=fit.get("observations_sha256"))
+        saved = meta.get("info") or {}
+        self.info.update({k: copy.deepcopy(saved[k]) for k in FIT_RECORD if k in saved})
+        return self
+
+    def state(self) -> SolverState:
+        """Raw fitted parameters (``raw.<name>`` float64 arrays) and JSON-able metadata: format,
+        settings, the observations' sha256, hyperparameters in original units and ``info``."""
+        self._require_fit("state")
+        arrays = {f"raw.{k}": v.detach().cpu().numpy().copy() for k, v in self._model.named_parameters()}
+        meta = {
+            "format": STATE_FORMAT,
+            "config": self._settings(),
+            "fit": {"n": int(self._X.shape[0]), "noise_std_given": self._fixed,
+                    "learn_extra_noise": self._learn_extra_option, "observations_sha256": self._digest},
+            "hyperparameters": self.hyperparameters(),
+            "info": copy.deepcopy(self.info),
+        }
+        return SolverState(meta, arrays)
+
+    def _fit(self, where: str, x, y, y_noise_std, *, optimise: bool, initial: dict | None, learn_extra_noise: bool,
+             raw: dict | None = None, expect: str | None = None) -> "ExactGPSolver":
         x = _points(where, "x", x)
         n = x.shape[0]
         y = _values(where, "y", y, n)
@@ -123,6 +192,10 @@ class ExactGPSolver:
             _fail(where, "x", "at least 3 observations", n)
         _distinct(where, "x", x)
         noise_std = _noise_stds(where, "y_noise_std", y_noise_std, n)
+        observed = _digest(x, y, noise_std)
+        if expect is not None and observed != expect:
+            raise ValueError(f"{where}: arguments 'x', 'y', 'y_noise_std': expected the observations the state was "
+                             f"fitted on (sha256 {expect[:12]}...), got other values (sha256 {observed[:12]}...)")
         scaling = Standardisation.of(where, x, y)
         self._x_mean, self._x_scale, self._y_mean, self._y_scale = (
             scaling.x_mean, scaling.x_scale, scaling.y_mean, scaling.y_scale)
@@ -138,6 +211,8 @@ class ExactGPSolver:
                 noise=fixed, learn_additional_noise=learn_extra_noise, noise_constraint=floor)
         self._fixed = noise_std is not None
         self._learn_extra = noise_std is None or learn_extra_noise
+        self._learn_extra_option = bool(learn_extra_noise)
+        self._noise_std, self._digest = noise_std, observed
 
         # Hyperparameters are optimised on a seeded subset when asked (large n), then the
         # posterior is conditioned on all observations below.
@@ -150,6 +225,8 @@ class ExactGPSolver:
             likelihood.noise = fixed[idx]
         self._model, self._likelihood = model, likelihood
         self._set_initial(initial or {})
+        if raw is not None:
+            self._load_raw(where, raw)
 
         t0 = time.perf_counter()
         iterations, evaluations, note = 0, 0, None
@@ -178,6 +255,11 @@ class ExactGPSolver:
             "y_mean": self._y_mean, "y_scale": self._y_scale,
         }
         return self
+
+    def _load_raw(self, where: str, raw: dict) -> None:
+        """Set the model's raw parameters to saved values (names and shapes must match)."""
+        load_raw_parameters(where, dict(self._model.named_parameters()), raw,
+                            "a state of this kernel and noise model")
 
     def _set_initial(self, initial: dict) -> None:
         unknown = set(initial) - {"lengthscale", "outputscale", "noise", "mean"}
@@ -375,7 +457,38 @@ class ExactGPSolver:
             std = self._y_scale * std
         return mean, std
 
-    def predict_grid(self, xs, ys, *, include_noise: bool = False, tile_size: int | None = None) -> FieldPosterior:
-        """Posterior over the grid ``ys x xs``: arrays of shape (len(ys), len(xs))."""
-        return grid_posterior("ExactGPSolver.predict_grid", self.predict, xs, ys, self.info,
-                              include_noise=include_noise, tile_size=tile_size)
+    def noise_variance(self) -> float:
+        """Learned noise variance (the extra noise when ``y_noise_std`` was given; 0 without one)
+        plus the mean of the given ``y_noise_std**2``, in the values' units squared."""
+        self._require_fit("noise_variance")
+        given = 0.0 if self._noise_std is None else float(np.mean(self._noise_std ** 2))
+        return float(self.hyperparameters()["noise"]) + given
+
+    def estimated_memory_bytes(self, n_observations: int) -> int:
+        """Peak bytes of ``fit`` + ``predict`` for n observations (float64, 8 bytes a number).
+
+        With ``n_f = min(n, fit_max_points)`` points in the optimisation, T kernel terms and
+        query tiles of ``t = tile_size`` rows:
+
+        * optimisation: GPyTorch's exact marginal likelihood and its gradient build the
+          ``n_f x n_f`` distances and kernel of each term with the factors autograd keeps
+          (about 2 matrices a term), ``K + noise``, its Cholesky factor, ``(K + noise)^-1`` for
+          the gradient and the gradient's temporaries (about 10): ``(2 T + 10) n_f^2``;
+        * the cached posterior: ``K`` written in row tiles (3 tile-sized temporaries a term),
+          then ``K`` and its Cholesky factor ``L``: ``n^2 + max(n^2, 3 T t n)``;
+        * prediction: ``L`` kept (``n^2``) and per tile ``K*x``, ``L^-1 Kx*`` and its square,
+          with the kernel's temporaries: ``n^2 + (3 + T) t n``.
+
+        The peak is the largest of the three plus the observations and their copies (``6 n``),
+        times 8 bytes. Measured on CPU (``tests/models/test_field_solver_memory.py``), one
+        Matern term: n = 800 and 2000, 65 and 389 MB (estimates 62 and 384 MB); n = 2000 with
+        ``fit_max_points=300``, 98 MB (estimate 98 MB: prediction's tiles dominate).
+        """
+        n = check_n("ExactGPSolver.estimated_memory_bytes", n_observations)
+        terms = len(self._terms)
+        n_fit = n if self.fit_max_points is None else min(n, self.fit_max_points)
+        t = self.tile_size
+        optimise = (2 * terms + 10) * n_fit ** 2
+        cache = n ** 2 + max(n ** 2, 3 * terms * t * n)
+        predict = n ** 2 + (3 + terms) * t * n
+        return int(8 * (max(optimise, cache, predict) + 6 * n))

@@ -1,19 +1,17 @@
-"""What the exact and the sparse GP solvers share: the kernel family, the standardisation of
+"""What the exact and the sparse GP solvers share: the kernel family and the standardisation of
 coordinates and values (hyperparameters are fitted in standardised units and reported in the
-caller's), and the grid posterior built from point predictions."""
+caller's). The grid posterior built from point predictions is ``FieldSolver.predict_grid``."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import gpytorch
 import numpy as np
 import torch
 
 from .inputs import fail
-from .summary import FieldPosterior
 
 KERNELS = ("matern52", "matern32", "rbf")
 
@@ -79,14 +77,15 @@ class Standardisation:
         return cls(x.mean(axis=0), x_scale, float(y.mean()), float(y.std()) or 1.0)
 
 
-def grid_posterior(where: str, predict: Callable, xs, ys, info: dict, **options) -> FieldPosterior:
-    """Posterior over the grid ``ys x xs`` (arrays of shape (len(ys), len(xs))) from ``predict``."""
-    xs = np.asarray(xs, dtype=np.float64)
-    ys = np.asarray(ys, dtype=np.float64)
-    for name, a in (("xs", xs), ("ys", ys)):
-        if a.ndim != 1 or a.size == 0:
-            fail(where, name, "a non-empty 1-D array of grid coordinates", a.shape)
-    gx, gy = np.meshgrid(xs, ys)
-    mean, std = predict(np.column_stack([gx.ravel(), gy.ravel()]), **options)
-    shape = (ys.size, xs.size)
-    return FieldPosterior(mean.reshape(shape), std.reshape(shape), dict(info))
+def load_raw_parameters(where: str, params: dict[str, torch.nn.Parameter], raw: dict, what: str) -> None:
+    """Copy saved raw (unconstrained) values into ``params`` in place: the names must match and
+    every value must be finite and of its parameter's shape. ``what`` says which state fits."""
+    if set(raw) != set(params):
+        fail(where, "state", f"raw parameters {sorted(params)} ({what})", sorted(raw))
+    with torch.no_grad():
+        for k, p in params.items():
+            value = torch.as_tensor(np.asarray(raw[k], dtype=np.float64))
+            if tuple(value.shape) != tuple(p.shape) or not bool(torch.isfinite(value).all()):
+                fail(where, f"state.arrays['raw.{k}']", f"finite values of shape {tuple(p.shape)}",
+                     f"shape {tuple(value.shape)}")
+            p.copy_(value.to(p.device))

@@ -40,31 +40,47 @@ Why this design:
   the learned homoscedastic noise.
 * **Prediction in tiles** of query points against the cached Cholesky factor, so memory is
   O(N * tile_size) for N = sensors + boundary + collocation points, whatever the grid size.
+* **The known coefficient ``k``** is a property of the model, so it is a constructor setting
+  (a recipe's method parameter), not a ``fit`` argument.
+* **Saved fits** (``FieldSolver`` interface, base.py). ``state()`` holds the four standardised
+  hyperparameters as float64 arrays; ``restore`` rebuilds sensors, boundary, collocation points
+  and the source there from the same inputs (checked by their sha256) and conditions with those
+  hyperparameters: the original's posterior bit for bit, no optimisation.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from typing import Callable
 
 import numpy as np
 import torch
 from scipy.stats import qmc
 
-from .gp_common import grid_posterior
+from .base import FieldSolver, SolverState, check_n, check_settings, check_state
+from .inputs import box as _box
+from .inputs import digest as _digest
 from .inputs import distinct as _distinct
 from .inputs import fail as _fail
 from .inputs import noise_stds as _noise_stds
 from .inputs import points as _points
 from .inputs import query as _query
 from .inputs import values as _values
-from .summary import FieldPosterior
 
 PDE_NOISE_RELATIVE = 1e-3
 """Default pseudo-observation noise std as a fraction of the RMS of ``f`` at the collocation points."""
 
 HYPERPARAMETERS = ("lengthscale", "outputscale", "noise", "mean")
+
+STATE_FORMAT = "inversa.physics_gp/1"
+"""Tag in ``state()`` metadata; ``restore`` refuses anything else."""
+
+RESTORE_SETTINGS = ("k", "n_collocation", "pde_noise", "seed", "n_boundary")
+"""Settings that decide the conditioning set: a restoring solver must share them."""
+
+FIT_RECORD = ("iterations", "function_evaluations", "fit_seconds", "seconds")
+"""Entries of ``info`` that describe the optimisation: a restored fit reports the original's."""
 
 
 def rbf_blocks(a: torch.Tensor, b: torch.Tensor, lengthscale: torch.Tensor, outputscale,
@@ -108,26 +124,21 @@ def _cholesky(K: torch.Tensor, where: str) -> torch.Tensor:
 
 
 def _domain(where: str, domain, x: np.ndarray, boundary_points: np.ndarray | None) -> tuple[float, ...]:
-    """``(xmin, xmax, ymin, ymax)`` with positive width and height; default: bounding box of the points."""
+    """``(xmin, xmax, ymin, ymax)`` of ``domain`` given as ``[[xmin, xmax], [ymin, ymax]]`` with
+    positive width and height; default: the bounding box of the sensors and explicit boundary points."""
     if domain is None:
         pts = x if boundary_points is None else np.vstack([x, boundary_points])
         if pts.shape[0] == 0:
-            _fail(where, "domain", "(xmin, xmax, ymin, ymax) when there are no observations", None)
-        domain = (pts[:, 0].min(), pts[:, 0].max(), pts[:, 1].min(), pts[:, 1].max())
-    try:
-        dom = np.asarray(domain, dtype=np.float64)
-    except (TypeError, ValueError):
-        _fail(where, "domain", "(xmin, xmax, ymin, ymax), four numbers", repr(domain))
-    if dom.shape != (4,) or not np.all(np.isfinite(dom)):
-        _fail(where, "domain", "(xmin, xmax, ymin, ymax), four finite numbers", repr(domain))
-    if not (dom[1] > dom[0] and dom[3] > dom[2]):
-        _fail(where, "domain", "a non-empty rectangle: xmax > xmin and ymax > ymin", dom.tolist())
-    return tuple(float(v) for v in dom)
+            _fail(where, "domain", "[[xmin, xmax], [ymin, ymax]] when there are no observations", None)
+        domain = [[pts[:, 0].min(), pts[:, 0].max()], [pts[:, 1].min(), pts[:, 1].max()]]
+    (x0, x1), (y0, y1) = _box(where, domain, 2)
+    return float(x0), float(x1), float(y0), float(y1)
 
 
-def perimeter_points(domain: tuple[float, ...], n: int) -> np.ndarray:
-    """``n`` points equally spaced by arc length along the rectangle's edges, from (xmin, ymin)."""
-    x0, x1, y0, y1 = domain
+def perimeter_points(domain, n: int) -> np.ndarray:
+    """``n`` points equally spaced by arc length along the edges of ``domain`` =
+    ``[[xmin, xmax], [ymin, ymax]]``, from (xmin, ymin)."""
+    (x0, x1), (y0, y1) = _box("perimeter_points", domain, 2)
     w, h = x1 - x0, y1 - y0
     t = np.arange(n) * (2 * (w + h) / n)
     out = np.empty((n, 2))
@@ -165,29 +176,45 @@ def _evaluate(where: str, name: str, fn, pts: np.ndarray) -> np.ndarray:
     return vals
 
 
-def _explicit_boundary_points(where: str, boundary: tuple) -> np.ndarray:
+def _explicit_boundary_points(where: str, boundary) -> np.ndarray:
     """The points of a ``(points (m, 2), values (m,))`` boundary."""
     if len(boundary) != 2:
         _fail(where, "boundary", "a number, a callable, or a pair (points (m, 2), values (m,))",
-              f"a tuple of {len(boundary)}")
+              f"a {type(boundary).__name__} of {len(boundary)}")
     return _points(where, "boundary[0]", boundary[0])
 
 
-class PhysicsGPSolver:
+class PhysicsGPSolver(FieldSolver):
     """GP field solver constrained by ``-k laplace(u) = f``: ``fit``, then ``predict`` or ``predict_grid``.
 
+    ``k`` is the known constant coefficient (> 0; 1 for Poisson).
     ``n_collocation`` pseudo-observation points (Halton, seeded by ``seed``) inside the domain;
     ``pde_noise`` the std of the PDE residual ``-k laplace(u) - f`` in the units of ``f``
     (``None``: ``PDE_NOISE_RELATIVE`` times the RMS of ``f`` at the collocation points, or of
     ``k sigma / c^2`` when ``f`` is zero); ``n_boundary`` points on the domain's edges when
     ``fit`` gets a boundary value or function. ``noise_floor``, ``max_iter``, ``lr``, ``tol``
     and ``tile_size`` mean what they mean for ``ExactGPSolver``.
+
+    ``fit`` needs ``source`` (``uses_source``); a vector field is modelled one component at a
+    time (``componentwise``); a known noise std is honoured and a homoscedastic noise learned
+    on top of it.
     """
+
+    name = "gp-physics"
+    componentwise = True
+    accepts_noise_std = True
+    learns_noise = True
 
     def __init__(self, n_collocation: int = 256, pde_noise: float | None = None, seed: int = 0,
                  n_boundary: int = 64, noise_floor: float = 1e-6, max_iter: int = 100, lr: float = 1.0,
-                 tol: float = 1e-9, tile_size: int = 1024):
+                 tol: float = 1e-9, tile_size: int = 1024, k: float = 1.0):
         where = "PhysicsGPSolver"
+        try:
+            k_value = float(k)
+        except (TypeError, ValueError):
+            _fail(where, "k", "a positive finite number (the constant coefficient)", repr(k))
+        if isinstance(k, bool) or not (math.isfinite(k_value) and k_value > 0):
+            _fail(where, "k", "a positive finite number (the constant coefficient)", k)
         for name, value, minimum in (("n_collocation", n_collocation, 1), ("n_boundary", n_boundary, 1),
                                      ("tile_size", tile_size, 1), ("max_iter", max_iter, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -205,60 +232,116 @@ class PhysicsGPSolver:
         self.lr = float(lr)
         self.tol = float(tol)
         self.tile_size = int(tile_size)
+        self.k = k_value
         self._L = None
         self.info: dict = {}
 
+    @property
+    def uses_source(self) -> bool:
+        return True
+
+    def _settings(self) -> dict:
+        """The constructor settings as JSON-able values."""
+        return {"n_collocation": self.n_collocation, "pde_noise": self.pde_noise, "seed": self.seed,
+                "n_boundary": self.n_boundary, "noise_floor": self.noise_floor, "max_iter": self.max_iter,
+                "lr": self.lr, "tol": self.tol, "tile_size": self.tile_size, "k": self.k}
+
     # ------------------------------------------------------------------ inputs
     def collocation_points(self, domain) -> np.ndarray:
-        """The seeded Halton collocation points in ``domain`` = (xmin, xmax, ymin, ymax)."""
+        """The seeded Halton collocation points in ``domain`` = ``[[xmin, xmax], [ymin, ymax]]``."""
         x0, x1, y0, y1 = _domain("PhysicsGPSolver.collocation_points", domain, np.empty((0, 2)), None)
         unit = qmc.Halton(d=2, scramble=True, rng=self.seed).random(self.n_collocation)
         return qmc.scale(unit, [x0, y0], [x1, y1])
 
     def _boundary(self, where: str, boundary, domain) -> tuple[np.ndarray, np.ndarray]:
         """Boundary observations: (points, values) as given, or a value/function on the domain's edges."""
-        if isinstance(boundary, tuple):
+        if isinstance(boundary, (tuple, list)):
             pts = _explicit_boundary_points(where, boundary)
             return pts, _values(where, "boundary[1]", boundary[1], pts.shape[0])
-        pts = perimeter_points(domain, self.n_boundary)
+        x0, x1, y0, y1 = domain
+        pts = perimeter_points([[x0, x1], [y0, y1]], self.n_boundary)
         return pts, _evaluate(where, "boundary", boundary, pts)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, x, y, y_noise_std=None, *, source: float | Callable, k: float = 1.0, domain=None,
-            boundary=None, optimise: bool = True, initial: dict | None = None) -> "PhysicsGPSolver":
+    def fit(self, x, y, y_noise_std=None, *, domain=None, boundary=None, source=None, optimise: bool = True,
+            initial: dict | None = None) -> "PhysicsGPSolver":
         """Condition on sensors ``(x, y)``, boundary values and the PDE; optimise hyperparameters first
         unless ``optimise=False``.
 
         ``x`` (n, 2), ``y`` (n,); n = 0 (``x`` of shape (0, 2)) conditions on the physics alone
         (``y`` empty or ``None``).
-        ``y_noise_std`` (n,): known noise std of each sensor, to which the learned homoscedastic
-        noise is added. ``source``: ``f`` as a number or a callable (m, 2) ndarray -> (m,) ndarray;
-        ``k`` the known constant coefficient (> 0; 1 for Poisson). ``domain`` (xmin, xmax, ymin,
-        ymax), where the collocation points lie (default: bounding box of sensors and boundary
-        points). ``boundary``: ``None``, a number or callable giving ``u`` on the domain's edges,
-        or ``(points (m, 2), values (m,))``. ``initial``: any of ``lengthscale`` (scalar or per
-        axis), ``outputscale`` (variance), ``noise`` (variance) and ``mean`` in original units, as
-        ``hyperparameters()`` returns them; with ``optimise=False`` they are the ones used.
+        ``y_noise_std`` (a scalar or (n,)): known noise std of each sensor, to which the learned
+        homoscedastic noise is added. ``source`` (required): ``f`` as a number or a callable
+        (m, 2) ndarray -> (m,) ndarray. ``domain`` ``[[xmin, xmax], [ymin, ymax]]``, where the
+        collocation points lie (default: bounding box of sensors and explicit boundary points).
+        ``boundary``: ``None``, a number or callable giving ``u`` on the domain's edges
+        (``n_boundary`` points), or ``(points (m, 2), values (m,))``. ``initial``: any of
+        ``lengthscale`` (scalar or per axis), ``outputscale`` (variance), ``noise`` (variance) and
+        ``mean`` in original units, as ``hyperparameters()`` returns them; with ``optimise=False``
+        they are the ones used.
         """
-        where = "PhysicsGPSolver.fit"
+        return self._fit("PhysicsGPSolver.fit", x, y, y_noise_std, domain=domain, boundary=boundary, source=source,
+                         optimise=optimise, initial=initial)
+
+    def restore(self, state: SolverState, x, y, y_noise_std=None, *, domain=None, boundary=None,
+                source=None) -> "PhysicsGPSolver":
+        """Condition on the same sensors, boundary and source as the saved fit (checked by their
+        sha256) with the saved standardised hyperparameters: no optimisation, the same posterior."""
+        where = "PhysicsGPSolver.restore"
+        meta = check_state(where, state, STATE_FORMAT).meta
+        config = meta.get("config") or {}
+        current = self._settings()
+        check_settings(where, {k: config.get(k) for k in RESTORE_SETTINGS}, {k: current[k] for k in RESTORE_SETTINGS})
+        theta = {}
+        for name, shape in (("lengthscale", (2,)), ("outputscale", ()), ("noise", ()), ("mean", ())):
+            value = state.arrays.get(f"theta.{name}")
+            value = None if value is None else np.asarray(value, dtype=np.float64)
+            if value is None or value.shape != shape or not np.all(np.isfinite(value)):
+                _fail(where, f"state.arrays['theta.{name}']", f"finite values of shape {shape}",
+                      "missing" if value is None else f"shape {value.shape}")
+            theta[name] = torch.from_numpy(value.copy())
+        self._fit(where, x, y, y_noise_std, domain=domain, boundary=boundary, source=source, optimise=False,
+                  initial=None, theta=theta, expect=(meta.get("fit") or {}).get("observations_sha256"))
+        saved = meta.get("info") or {}
+        self.info.update({k: copy.deepcopy(saved[k]) for k in FIT_RECORD if k in saved})
+        return self
+
+    def state(self) -> SolverState:
+        """The standardised hyperparameters (``theta.lengthscale`` (2,), ``theta.outputscale``,
+        ``theta.noise``, ``theta.mean``) as float64 arrays; metadata: format, settings, the
+        conditioning data's sha256, hyperparameters in original units, ``info``."""
+        self._require_fit("state")
+        arrays = {f"theta.{k}": v.detach().numpy().copy() for k, v in self._theta.items()}
+        meta = {
+            "format": STATE_FORMAT,
+            "config": self._settings(),
+            "fit": {"n": self._n, "observations_sha256": self._digest},
+            "hyperparameters": self.hyperparameters(),
+            "info": copy.deepcopy(self.info),
+        }
+        return SolverState(meta, arrays)
+
+    def _fit(self, where: str, x, y, y_noise_std, *, domain, boundary, source, optimise: bool,
+             initial: dict | None, theta: dict | None = None, expect: str | None = None) -> "PhysicsGPSolver":
         t_start = time.perf_counter()
+        k = self.k
         x, y, noise_std = self._observations(where, x, y, y_noise_std)
-        try:
-            k = float(k)
-        except (TypeError, ValueError):
-            _fail(where, "k", "a positive finite number (the constant coefficient)", repr(k))
-        if not (math.isfinite(k) and k > 0):
-            _fail(where, "k", "a positive finite number (the constant coefficient)", k)
         if source is None:
             _fail(where, "source", "a number or a callable (m, 2) ndarray -> (m,) ndarray", None)
-        given = _explicit_boundary_points(where, boundary) if isinstance(boundary, tuple) else None
+        given = _explicit_boundary_points(where, boundary) if isinstance(boundary, (tuple, list)) else None
         dom = _domain(where, domain, x, given)
         if boundary is None:
             xb, yb = np.empty((0, 2)), np.empty(0)
         else:
             xb, yb = self._boundary(where, boundary, dom)
-        xc = self.collocation_points(dom)
+        xc = self.collocation_points([[dom[0], dom[1]], [dom[2], dom[3]]])
         f = _evaluate(where, "source", source, xc)
+        observed = _digest(x, y, noise_std, xb, yb, f, np.asarray(dom))
+        if expect is not None and observed != expect:
+            raise ValueError(f"{where}: arguments 'x', 'y', 'y_noise_std', 'domain', 'boundary', 'source': expected "
+                             f"the inputs the state was fitted on (sha256 {expect[:12]}...), got other values "
+                             f"(sha256 {observed[:12]}...)")
+        self._n, self._digest, self._noise_std = int(x.shape[0]), observed, noise_std
 
         # Standardisation: one coordinate scale (keeps the Laplacian isotropic), one value scale.
         self._centre = np.array([(dom[0] + dom[1]) / 2, (dom[2] + dom[3]) / 2])
@@ -283,7 +366,7 @@ class PhysicsGPSolver:
         if noise_std is not None:
             fixed[:n] = (noise_std / self._sigma) ** 2
         self._fixed_u = torch.from_numpy(fixed)
-        self._theta = self._initial(initial or {})
+        self._theta = self._initial(initial or {}) if theta is None else theta
 
         t0 = time.perf_counter()
         iterations = evaluations = 0
@@ -296,7 +379,7 @@ class PhysicsGPSolver:
             "pde": "-k laplace(u) = f",
             "k": k,
             "n": n, "n_boundary": nb, "n_collocation": nc,
-            "domain": list(dom),
+            "domain": [[dom[0], dom[1]], [dom[2], dom[3]]],
             "pde_noise": pde_noise,
             "hyperparameters": self.hyperparameters(),
             "log_marginal_likelihood": self._lml_original(n + nb, nc),
@@ -443,7 +526,30 @@ class PhysicsGPSolver:
             std = self._sigma * std
         return mean, std
 
-    def predict_grid(self, xs, ys, tile_size: int | None = None, *, include_noise: bool = False) -> FieldPosterior:
-        """Posterior of ``u`` over the grid ``ys x xs``: arrays of shape (len(ys), len(xs))."""
-        return grid_posterior("PhysicsGPSolver.predict_grid", self.predict, xs, ys, self.info,
-                              include_noise=include_noise, tile_size=tile_size)
+    def noise_variance(self) -> float:
+        """Learned noise variance plus the mean of the given ``y_noise_std**2``, in the values'
+        units squared."""
+        self._require_fit("noise_variance")
+        given = 0.0 if self._noise_std is None or self._noise_std.size == 0 else float(np.mean(self._noise_std ** 2))
+        return float(self.hyperparameters()["noise"]) + given
+
+    def estimated_memory_bytes(self, n_observations: int) -> int:
+        """Peak bytes of ``fit`` + ``predict`` for n sensors (float64, 8 bytes a number).
+
+        The joint system has ``N = n + n_boundary + n_collocation`` rows (boundary points counted
+        as if a boundary value were given, the larger case). Each likelihood evaluation of the
+        optimisation builds the three covariance blocks with the temporaries autograd keeps for
+        the gradient, the concatenated ``N x N`` matrix (and its row blocks), its Cholesky factor
+        and the gradient's buffers, about ``12 N^2`` numbers; the Laplacian-Laplacian block keeps
+        about ten more collocation-sized matrices of its own (distances, their squares, the
+        fourth-derivative factors): ``12 n_collocation^2``. Prediction keeps the factor
+        (``N^2``) and per tile of ``t = tile_size`` query points builds the cross-covariances
+        with their temporaries and ``L^-1 K*``: about ``7 t N``. The peak is the larger phase.
+        Measured on CPU (``tests/models/test_field_solver_memory.py``): 600 sensors with 256
+        collocation points 85 MB (estimate 88 MB); 100 sensors with 1000 points 209 MB (226 MB).
+        """
+        n = check_n("PhysicsGPSolver.estimated_memory_bytes", n_observations)
+        N = n + self.n_boundary + self.n_collocation
+        fit = 12 * N * N + 12 * self.n_collocation ** 2
+        predict = N * N + 7 * self.tile_size * N
+        return int(8 * (max(fit, predict) + 6 * N))

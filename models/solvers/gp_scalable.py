@@ -28,10 +28,15 @@ Why this method (one scalable method, chosen over the alternatives):
   with a floor), hyperparameters reported in original units, ``initial``/``optimise=False`` to
   fix them, float64 throughout, prediction in tiles of ``tile_size`` query points
   (O(tile*m + m^2) memory, O(m^2) per point for the variance).
+* **Saved fits** (``FieldSolver`` interface, base.py). ``state()`` holds the raw hyperparameters
+  and the inducing locations (standardised, as fitted) as float64 arrays; ``restore`` rebuilds
+  the model from them and recomputes the closed-form q(u) over the same observations, so the
+  posterior is the original's without a training step.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -40,15 +45,25 @@ import numpy as np
 import torch
 from scipy.cluster.vq import kmeans2
 
-from .gp_common import KERNELS, Standardisation, grid_posterior, kernel_matrix, scaled_kernel
+from .base import FieldSolver, SolverState, check_n, check_settings, check_state
+from .gp_common import KERNELS, Standardisation, kernel_matrix, load_raw_parameters, scaled_kernel
+from .inputs import digest as _digest
 from .inputs import fail as _fail
 from .inputs import points as _points
 from .inputs import query as _query
 from .inputs import values as _values
-from .summary import FieldPosterior
 
 KMEANS_SAMPLE = 20_000
 """k-means for the initial inducing locations runs on at most this many (seeded) points."""
+
+STATE_FORMAT = "inversa.sparse_gp/1"
+"""Tag in ``state()`` metadata; ``restore`` refuses anything else."""
+
+RESTORE_SETTINGS = ("kernel", "noise_floor", "jitter")
+"""Settings that change the restored posterior for the same saved parameters."""
+
+FIT_RECORD = ("elbo_per_point_last_batch", "steps", "fit_seconds")
+"""Entries of ``info`` that describe the training: a restored fit reports the original's."""
 
 
 class _SVGPModel(gpytorch.models.ApproximateGP):
@@ -66,19 +81,31 @@ class _SVGPModel(gpytorch.models.ApproximateGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
-class SparseGPSolver:
+class SparseGPSolver(FieldSolver):
     """Sparse variational GP field solver: ``fit``, then ``predict`` or ``predict_grid``.
 
     ``inducing`` is the number of inducing points (k-means initialised, then learned) or an
-    ``(m, 2)`` array of locations in original units (kept fixed unless ``learn_inducing``).
+    ``(m, 2)`` array of locations in original units (kept fixed unless ``learn_inducing``); a
+    recipe gives a list of ``[x, y]`` pairs, Python callers may pass a numpy array. Its
+    annotation ``int | list[list[float]]`` is what a recipe validator can check (pydantic has
+    no numpy type); the constructor converts either to what it needs.
     Training runs ``max(epochs * ceil(n / batch_size), min_steps)`` steps (Adam of size ``lr``
     for hyperparameters and inducing locations, natural gradient of size ``ngd_lr`` for q(u));
     ``seed`` fixes the k-means subsample and initialisation and the minibatch order.
     ``noise_floor`` is the smallest noise variance in standardised units, ``jitter`` is added to
     the diagonal of Kuu (standardised units) for its Cholesky factor.
+
+    It learns one homoscedastic noise and refuses a known ``y_noise_std`` (``accepts_noise_std``
+    is False); ``domain``, ``boundary`` and ``source`` are accepted and ignored.
     """
 
-    def __init__(self, kernel: str = "matern52", inducing=512, batch_size: int = 4096, epochs: int = 2,
+    name = "sparse-gp"
+    componentwise = True
+    accepts_noise_std = False
+    learns_noise = True
+
+    def __init__(self, kernel: str = "matern52", inducing: int | list[list[float]] = 512, batch_size: int = 4096,
+                 epochs: int = 2,
                  lr: float = 0.02, seed: int = 0, tile_size: int = 4096, min_steps: int = 300,
                  noise_floor: float = 1e-6, jitter: float = 1e-8, learn_inducing: bool | None = None,
                  ngd_lr: float = 0.1):
@@ -116,20 +143,85 @@ class SparseGPSolver:
         self._model = None
         self.info: dict = {}
 
+    def _settings(self) -> dict:
+        """The constructor settings as JSON-able values (given inducing locations by their count)."""
+        return {"kernel": self.kernel, "inducing": self.inducing, "batch_size": self.batch_size,
+                "epochs": self.epochs, "lr": self.lr, "seed": self.seed, "tile_size": self.tile_size,
+                "min_steps": self.min_steps, "noise_floor": self.noise_floor, "jitter": self.jitter,
+                "learn_inducing": self.learn_inducing, "ngd_lr": self.ngd_lr,
+                "inducing_given": self._inducing_init is not None}
+
     # ------------------------------------------------------------------ fitting
-    def fit(self, x, y, *, optimise: bool = True, initial: dict | None = None) -> "SparseGPSolver":
+    def fit(self, x, y, y_noise_std=None, *, domain=None, boundary=None, source=None, optimise: bool = True,
+            initial: dict | None = None) -> "SparseGPSolver":
         """Standardise, train hyperparameters and inducing points (unless ``optimise=False``), then
         set q(u) to its closed-form optimum in one streamed pass over the data.
 
+        ``y_noise_std`` must be None: the noise is learned (``accepts_noise_std`` is False).
         ``initial`` sets hyperparameters in original units (``lengthscale`` scalar or per axis,
         ``outputscale`` and ``noise`` variances, ``mean``), as in ``ExactGPSolver.fit``.
+        ``domain``, ``boundary``, ``source``: ignored.
         """
-        where = "SparseGPSolver.fit"
+        return self._fit("SparseGPSolver.fit", x, y, y_noise_std, optimise=optimise, initial=initial)
+
+    def restore(self, state: SolverState, x, y, y_noise_std=None, *, domain=None, boundary=None,
+                source=None) -> "SparseGPSolver":
+        """Rebuild the saved fit on the same observations (checked by their sha256): the saved raw
+        hyperparameters and inducing locations, then the closed-form q(u); no training."""
+        where = "SparseGPSolver.restore"
+        meta = check_state(where, state, STATE_FORMAT).meta
+        config = meta.get("config") or {}
+        current = self._settings()
+        check_settings(where, {k: config.get(k) for k in RESTORE_SETTINGS}, {k: current[k] for k in RESTORE_SETTINGS})
+        if "inducing_std" not in state.arrays:
+            _fail(where, "state", "arrays with 'inducing_std' (the inducing locations)", sorted(state.arrays))
+        raw = {k[len("raw."):]: v for k, v in state.arrays.items() if k.startswith("raw.")}
+        self._fit(where, x, y, y_noise_std, optimise=False, initial=None, raw=raw,
+                  inducing_std=np.asarray(state.arrays["inducing_std"], dtype=np.float64),
+                  expect=(meta.get("fit") or {}).get("observations_sha256"))
+        saved = meta.get("info") or {}
+        self.info.update({k: copy.deepcopy(saved[k]) for k in FIT_RECORD if k in saved})
+        return self
+
+    def state(self) -> SolverState:
+        """Raw hyperparameters (``raw.<name>``) and inducing locations in standardised units
+        (``inducing_std``, (m, 2)) as float64 arrays; metadata: format, settings, the observations'
+        sha256, hyperparameters and inducing locations' count, ``info``."""
+        self._require_fit("state")
+        arrays = {f"raw.{k}": v.detach().numpy().copy() for k, v in self._hyper_parameters()}
+        arrays["inducing_std"] = self._Z.numpy().copy()
+        meta = {
+            "format": STATE_FORMAT,
+            "config": self._settings(),
+            "fit": {"n": self._n, "inducing": int(self._Z.shape[0]), "observations_sha256": self._digest},
+            "hyperparameters": self.hyperparameters(),
+            "info": copy.deepcopy(self.info),
+        }
+        return SolverState(meta, arrays)
+
+    def _hyper_parameters(self) -> list:
+        """(name, parameter) of the kernel, mean and likelihood: what ``state()`` saves besides Z.
+
+        The variational parameters are not saved: prediction uses the closed-form q(u)."""
+        model = [(f"model.{k}", v) for k, v in self._model.named_parameters()
+                 if not k.startswith("variational_strategy.")]
+        return model + [(f"likelihood.{k}", v) for k, v in self._likelihood.named_parameters()]
+
+    def _fit(self, where: str, x, y, y_noise_std, *, optimise: bool, initial: dict | None, raw: dict | None = None,
+             inducing_std: np.ndarray | None = None, expect: str | None = None) -> "SparseGPSolver":
+        if y_noise_std is not None:
+            _fail(where, "y_noise_std", "None: the sparse GP learns one homoscedastic noise (accepts_noise_std is "
+                  "False); use method 'gp' for known per-observation noise", type(y_noise_std).__name__)
         x = _points(where, "x", x)
         n = x.shape[0]
         y = _values(where, "y", y, n)
         if n < 3:
             _fail(where, "x", "at least 3 observations", n)
+        observed = _digest(x, y)
+        if expect is not None and observed != expect:
+            raise ValueError(f"{where}: arguments 'x', 'y': expected the observations the state was fitted on "
+                             f"(sha256 {expect[:12]}...), got other values (sha256 {observed[:12]}...)")
+        self._n, self._digest = n, observed
         scaling = Standardisation.of(where, x, y)
         self._x_mean, self._x_scale, self._y_mean, self._y_scale = (
             scaling.x_mean, scaling.x_scale, scaling.y_mean, scaling.y_scale)
@@ -137,7 +229,11 @@ class SparseGPSolver:
         Y = torch.from_numpy((y - self._y_mean) / self._y_scale)
 
         rng = np.random.default_rng(self.seed)
-        if self._inducing_init is not None:
+        if inducing_std is not None:
+            if inducing_std.ndim != 2 or inducing_std.shape[1] != 2 or not np.all(np.isfinite(inducing_std)):
+                _fail(where, "state.arrays['inducing_std']", "finite (m, 2) inducing locations", inducing_std.shape)
+            Z = inducing_std
+        elif self._inducing_init is not None:
             Z = (self._inducing_init - self._x_mean) / self._x_scale
         else:
             if self.inducing > n:
@@ -153,6 +249,8 @@ class SparseGPSolver:
             noise_constraint=gpytorch.constraints.GreaterThan(self.noise_floor)).double()
         self._model, self._likelihood = model, likelihood
         self._set_initial(initial or {})
+        if raw is not None:
+            self._load_raw(where, raw)
 
         t0 = time.perf_counter()
         # GPyTorch perturbs the initial variational mean (on the first training call) with the
@@ -182,6 +280,10 @@ class SparseGPSolver:
             "y_mean": self._y_mean, "y_scale": self._y_scale,
         }
         return self
+
+    def _load_raw(self, where: str, raw: dict) -> None:
+        """Set the kernel, mean and likelihood parameters to saved raw values."""
+        load_raw_parameters(where, dict(self._hyper_parameters()), raw, "a state of this kernel")
 
     def _set_initial(self, initial: dict) -> None:
         unknown = set(initial) - {"lengthscale", "outputscale", "noise", "mean"}
@@ -324,7 +426,36 @@ class SparseGPSolver:
             std = self._y_scale * std
         return mean, std
 
-    def predict_grid(self, xs, ys, *, include_noise: bool = False, tile_size: int | None = None) -> FieldPosterior:
-        """Posterior over the grid ``ys x xs``: arrays of shape (len(ys), len(xs))."""
-        return grid_posterior("SparseGPSolver.predict_grid", self.predict, xs, ys, self.info,
-                              include_noise=include_noise, tile_size=tile_size)
+    def noise_variance(self) -> float:
+        """The learned homoscedastic noise variance, in the values' units squared."""
+        self._require_fit("noise_variance")
+        return float(self.hyperparameters()["noise"])
+
+    def estimated_memory_bytes(self, n_observations: int) -> int:
+        """Peak bytes of ``fit`` + ``predict`` for n observations (float64, 8 bytes a number).
+
+        With ``m`` inducing points (at most n when they are k-means centres), minibatches of
+        ``b = min(batch_size, n)`` and prediction tiles of ``t = tile_size``:
+
+        * the data and its standardised copies: ``8 * 8 n``, and the k-means sample
+          (``min(n, KMEANS_SAMPLE)`` points, a few copies): ``8 * 8 min(n, 20000)``;
+        * a training step (GPyTorch SVGP, natural gradients): ``Kuf`` of the batch with the
+          kernel's temporaries and what autograd keeps, about ``12 m b``, and the m x m
+          matrices of q(u), Kuu, their Cholesky factors, natural-gradient buffers and
+          gradients, about ``16 m^2``;
+        * the closed-form q(u): one batch's ``Kuf`` (with its kernel temporaries, ``3 m b``) and
+          six m x m matrices;
+        * prediction: ``Kus``, ``Luu^-1 Kus``, ``LB^-1`` of that and their squares, about
+          ``7 m t``, with the m x m factors kept (``4 m^2``).
+
+        The peak is the data plus the largest of the three phases.
+        """
+        n = check_n("SparseGPSolver.estimated_memory_bytes", n_observations)
+        m = self.inducing if self._inducing_init is not None else min(self.inducing, max(n, 1))
+        b = min(self.batch_size, n)
+        t = self.tile_size
+        data = 8 * n + 8 * min(n, KMEANS_SAMPLE)
+        train = 12 * m * b + 16 * m * m
+        optimal_q = 3 * m * b + 6 * m * m
+        predict = 7 * m * t + 4 * m * m
+        return int(8 * (data + max(train, optimal_q, predict)))

@@ -59,10 +59,57 @@ def distinct(where: str, name: str, x: np.ndarray) -> None:
 
 
 def noise_stds(where: str, name: str, s, n: int) -> np.ndarray | None:
-    """Known per-observation noise standard deviations: ``None``, or ``(n,)`` positive finite values."""
+    """Known per-observation noise standard deviations: ``None``, or a positive scalar or ``(n,)``
+    positive finite values, returned as ``(n,)``."""
     if s is None:
         return None
+    if np.ndim(s) == 0:
+        try:
+            s = np.full(n, float(s))
+        except (TypeError, ValueError):
+            fail(where, name, "None, a positive number or (n,) positive numbers", type(s).__name__)
     arr = values(where, name, s, n)
     if np.any(arr <= 0):
         fail(where, name, "positive standard deviations", f"min {arr.min()}")
     return arr
+
+
+def box(where: str, domain, dim: int) -> np.ndarray:
+    """A domain as ``(dim, 2)`` float64 ``(low, high)`` pairs, one per coordinate, ``high > low``.
+
+    ``[[xmin, xmax], [ymin, ymax]]`` (plus ``[tmin, tmax]`` for ``dim`` 3). A flat
+    ``(xmin, xmax, ymin, ymax)`` is refused with the pair form spelled out, so an old call fails
+    clearly instead of being read in the wrong order.
+    """
+    names = "xyt"[:dim]
+    example = "[" + ", ".join(f"[{c}min, {c}max]" for c in names) + "]"
+    try:
+        arr = np.asarray(domain, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is not None and arr.shape == (2 * dim,):
+        fail(where, "domain", f"{dim} (low, high) pairs {example}, not a flat list",
+             f"{np.asarray(domain).tolist()!r}")
+    if arr is None or arr.shape != (dim, 2) or not np.all(np.isfinite(arr)):
+        fail(where, "domain", f"{dim} finite (low, high) pairs with low < high, {example}",
+             repr(domain) if arr is None else arr.tolist())
+    if np.any(arr[:, 1] <= arr[:, 0]):
+        axes = " and ".join(f"{c}max > {c}min" for c in names)
+        shape = "rectangle" if dim == 2 else "box"
+        fail(where, "domain", f"a non-empty {shape}: {axes}", arr.tolist())
+    return arr
+
+
+def digest(*arrays) -> str:
+    """sha256 over float64 arrays (``None`` entries marked as absent): what a fit was conditioned on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"<none>")
+            continue
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

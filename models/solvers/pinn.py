@@ -35,8 +35,13 @@ Why this design:
   inferred like kappa. Observations are (n, 2) vectors; the mean flow is carried outside the
   network as a constant (itself divergence-free) and ``psi`` is scaled by velocity x length.
 * **State export.** ``state()`` gives the stacked parameters and the standardisation as numpy
-  arrays plus JSON-able settings; ``from_state`` rebuilds a solver whose predictions are
-  bit-identical, so the pipeline can train once and predict in other processes.
+  arrays plus JSON-able settings; ``restore`` (on a solver with the same architecture) or the
+  classmethod ``from_state`` rebuilds a solver whose predictions are bit-identical, so the
+  pipeline can train once and predict in other processes.
+* **Common interface** (``FieldSolver``, base.py). A constant ``source`` or ``boundary`` is a
+  number: the solver makes the callable, or the Dirichlet points (``BOUNDARY_POINTS_PER_EDGE``
+  per edge of the domain, repeated at ``BOUNDARY_TIMES`` times for the heat equation) itself.
+  The noise is not learned: ``fit`` needs ``y_noise_std``.
 """
 
 from __future__ import annotations
@@ -45,24 +50,33 @@ import copy
 import math
 import threading
 import time
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from .pde import INPUT_DIMS, PARAMETER_NAMES, PDES, navier_stokes_residual, residual, velocity_from_stream
+from .base import FieldSolver, SolverState, check_n, check_settings, check_state
+from .inputs import box as _box
 from .inputs import fail as _fail
 from .inputs import points as _points
 from .inputs import values as _values
-from .summary import FieldPosterior
+from .pde import INPUT_DIMS, PARAMETER_NAMES, PDES, navier_stokes_residual, residual, velocity_from_stream
 
 
 STATE_FORMAT = "inversa.pinn_ensemble/1"
 """Tag in ``state()`` metadata; ``from_state`` refuses anything else."""
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+BOUNDARY_POINTS_PER_EDGE = 64
+"""A constant Dirichlet ``boundary`` is imposed at this many points per edge of the domain."""
+BOUNDARY_TIMES = 11
+"""... at each of this many equally spaced times across the domain's time range (heat)."""
+
+ARCHITECTURE = ("pde", "members", "width", "depth", "dtype", "navier_stokes", "nu", "input_gain")
+"""Settings that decide what the saved parameters mean: a restoring solver must share them."""
 
 
 def _noise(where: str, sigma, n: int, components: int | None = None) -> np.ndarray:
@@ -123,7 +137,7 @@ class FieldNet(nn.Module):
         return out.squeeze(-1) if self.out_dim == 1 else out
 
 
-class PINNEnsembleSolver:
+class PINNEnsembleSolver(FieldSolver):
     """Deep-ensemble PINN for ``heat`` (u_t = kappa laplace u, kappa inferred), ``poisson``
     (-laplace u = f, f known), ``darcy`` (-div(k grad u) = f, constant k inferred) or
     ``incompressible`` (divergence-free velocity (u, v) from a stream function; with
@@ -141,21 +155,35 @@ class PINNEnsembleSolver:
     learn features of about the input range first (spectral bias), so a field with many eddies
     per domain (the soap-film PIV: RMSE 0.0045 -> 0.0036 m/s at 2000 steps with gain 4) trains
     faster with a gain > 1.
-    ``device`` ("cpu", "cuda") holds the members and the data; random draws are made on the CPU
-    and moved, so a seed gives the same collocation points, batches and perturbed data on any
-    device. It is not part of ``state()``: ``from_state`` takes its own.
+    ``device`` ("cpu", "cuda"; a ``torch.device`` works too) holds the members and the data;
+    random draws are made on the CPU and moved, so a seed gives the same collocation points,
+    batches and perturbed data on any device. It is not part of ``state()``: ``from_state``
+    takes its own. ``dtype`` is "float32" or "float64" (``torch.float32``/``torch.float64``
+    work too; the annotation is the string form a recipe can validate).
+
+    The field is scalar except for ``incompressible`` (``components`` ``("u", "v")``); the heat
+    equation's field is of ``(x, y, t)`` (``input_dim`` 3). Poisson and Darcy need ``source``.
     """
+
+    name = "pinn"
+    componentwise = False
+    accepts_noise_std = True
+    learns_noise = False
 
     def __init__(self, pde: str = "heat", members: int = 8, width: int = 32, depth: int = 3,
                  steps: int = 2000, lr: float = 3e-3, lr_final_fraction: float = 0.1,
                  pde_weight: float = 1.0, boundary_weight: float = 1.0, n_collocation: int = 256,
                  prior_std: float = 1.0, parameter_init: float = 1.0, parameter_prior_std: float = 0.5,
-                 seed: int = 0, dtype: torch.dtype = torch.float32, history: int = 20,
+                 seed: int = 0, dtype: Literal["float32", "float64"] = "float32", history: int = 20,
                  navier_stokes: bool = False, nu: float | None = None, batch_size: int | None = None,
-                 input_gain: float = 1.0, device: str | torch.device = "cpu"):
+                 input_gain: float = 1.0, device: str = "cpu"):
         where = "PINNEnsembleSolver"
         if pde not in PDES:
             _fail(where, "pde", f"one of {PDES}", repr(pde))
+        if isinstance(dtype, str):
+            if dtype not in _DTYPES:
+                _fail(where, "dtype", "'float32' or 'float64'", repr(dtype))
+            dtype = _DTYPES[dtype]
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             _fail(where, "batch_size", "None (all observations every step) or an integer >= 1", repr(batch_size))
         if not isinstance(navier_stokes, bool):
@@ -199,7 +227,7 @@ class PINNEnsembleSolver:
         self.dim = INPUT_DIMS[pde]
         self.navier_stokes = navier_stokes
         self.nu = None if nu is None else float(nu)
-        self.components = ("u", "v") if pde == "incompressible" else None
+        self._components = ("u", "v") if pde == "incompressible" else None
         self.out_dim = 2 if navier_stokes else 1
         self._has_pde_term = pde != "incompressible" or navier_stokes
         self.parameter_name = PARAMETER_NAMES[pde]
@@ -221,7 +249,36 @@ class PINNEnsembleSolver:
         # threads predicting at once (regions of a store) would read each other's: one at a time.
         self._predict_lock = threading.Lock()
         self.params: dict | None = None
+        self._noise_var = None
         self.info: dict = {}
+
+    # ------------------------------------------------------------------ what it models
+    @property
+    def input_dim(self) -> int:
+        return self.dim
+
+    @property
+    def components(self) -> tuple[str, ...] | None:
+        return self._components
+
+    @property
+    def uses_source(self) -> bool:
+        return self.pde in ("poisson", "darcy")
+
+    def check_problem(self, components: tuple[str, ...] | None, has_time: bool) -> None:
+        """A vector field needs ``pde=incompressible`` with exactly two components; ``pde=heat``
+        needs a time axis (the other equations are fitted one time step at a time)."""
+        comps = None if components is None else tuple(components)
+        if comps is not None and self.pde != "incompressible":
+            raise ValueError(f"pinn: a vector field ({', '.join(map(str, comps))}) needs pde=incompressible "
+                             f"(a divergence-free velocity (u, v)); got pde={self.pde!r}")
+        if self.pde == "incompressible" and (comps is None or len(comps) != 2):
+            got = "a scalar field" if comps is None else f"components {comps}"
+            raise ValueError(f"pinn: pde=incompressible needs a 2-component velocity field (u, v), got {got}")
+        if self.pde == "heat" and not has_time:
+            raise ValueError("pinn: pde=heat models u(x, y, t) and needs observations with a time axis; "
+                             "the input has none (choose pde=poisson or darcy, or another method)")
+        super().check_problem(comps, has_time)
 
     # ------------------------------------------------------------------ ensemble construction
     def _set_scales(self, centre: np.ndarray, scale: np.ndarray, y_mean, y_scale: float) -> None:
@@ -375,16 +432,36 @@ class PINNEnsembleSolver:
         return z, self._source_at(z)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, x, y, y_noise_std, *, source: Callable | None = None, domain=None,
-            boundary=None) -> "PINNEnsembleSolver":
+    def boundary_points(self, domain) -> np.ndarray:
+        """Where a constant Dirichlet ``boundary`` is imposed: ``BOUNDARY_POINTS_PER_EDGE`` points on
+        each edge of the rectangle ``domain[:2]`` (counter-clockwise from (xmin, ymin), each edge
+        without its end), and for the heat equation those at ``BOUNDARY_TIMES`` equally spaced
+        times of ``domain[2]``: (4 * 64, 2) or (11 * 4 * 64, 3) points."""
+        box = _box("PINNEnsembleSolver.boundary_points", domain, self.dim)
+        (x0, x1), (y0, y1) = box[0], box[1]
+        s = np.linspace(0.0, 1.0, BOUNDARY_POINTS_PER_EDGE, endpoint=False)
+        edges = np.concatenate([
+            np.column_stack([x0 + s * (x1 - x0), np.full_like(s, y0)]),
+            np.column_stack([np.full_like(s, x1), y0 + s * (y1 - y0)]),
+            np.column_stack([x1 - s * (x1 - x0), np.full_like(s, y1)]),
+            np.column_stack([np.full_like(s, x0), y1 - s * (y1 - y0)]),
+        ])
+        if self.dim == 3:
+            times = np.linspace(box[2, 0], box[2, 1], BOUNDARY_TIMES)
+            edges = np.concatenate([np.column_stack([edges, np.full(len(edges), t)]) for t in times])
+        return edges
+
+    def fit(self, x, y, y_noise_std=None, *, domain=None, boundary=None, source=None) -> "PINNEnsembleSolver":
         """Train the ensemble on observations ``y`` (n,) at points ``x`` (n, d); for the flow ``y``
         is (n, 2), the velocity ``(u, v)`` at each point.
 
-        ``y_noise_std`` is the observation noise std (scalar or (n,), for the flow also (n, 2)),
-        in the units of ``y``.
-        ``source`` (required for poisson and darcy) maps a (c, 2) tensor of points to the (c,)
-        tensor ``f``. ``domain`` is the collocation box as ``[(low, high)]`` per coordinate
-        (default: the bounding box of ``x``). ``boundary`` is optional Dirichlet data
+        ``y_noise_std`` (required: the noise is not learned) is the observation noise std (scalar
+        or (n,), for the flow also (n, 2)), in the units of ``y``.
+        ``source`` (poisson and darcy; ignored by the other equations): ``f`` as a number or a
+        callable mapping a (c, 2) tensor of points to the (c,) tensor ``f``. ``domain`` is the
+        collocation box as ``[(low, high)]`` per coordinate (default: the bounding box of ``x``).
+        ``boundary``: None, a number (a constant Dirichlet value at ``boundary_points(domain)``;
+        for the flow, that value for both velocity components) or explicit Dirichlet data
         ``(xb (nb, d), ub (nb,) or (nb, 2))``.
         """
         where = "PINNEnsembleSolver.fit"
@@ -392,29 +469,31 @@ class PINNEnsembleSolver:
         x = _points(where, "x", x, self.dim)
         n = x.shape[0]
         y = _observations(where, "y", y, n, n_comp)
+        if y_noise_std is None:
+            _fail(where, "y_noise_std", "the observation noise std (a positive number, or one per observation): "
+                  "the PINN ensemble does not learn the noise (learns_noise is False)", None)
         sigma = _noise(where, y_noise_std, n, n_comp)
-        if self.pde in ("poisson", "darcy"):
-            if not callable(source):
-                _fail(where, "source", f"a callable f(points) -> values (the {self.pde} right-hand side)",
-                      type(source).__name__)
-        elif source is not None:
-            _fail(where, "source", f"None (the {self.pde} equation here has no source term)", type(source).__name__)
+        if not self.uses_source:
+            source = None  # heat and the flow have no source term: a given one is ignored
+        elif source is None or not (callable(source) or _is_number(source)):
+            _fail(where, "source", f"a number or a callable f(points) -> values (the {self.pde} right-hand side)",
+                  type(source).__name__)
         if domain is None:
             low, high = x.min(axis=0), x.max(axis=0)
         else:
-            try:
-                box = np.asarray(domain, dtype=np.float64)
-            except (TypeError, ValueError):
-                box = None
-            if box is None or box.shape != (self.dim, 2) or not np.all(np.isfinite(box)) or np.any(box[:, 1] <= box[:, 0]):
-                _fail(where, "domain", f"{self.dim} finite (low, high) pairs with low < high",
-                      None if box is None else box.tolist())
+            box = _box(where, domain, self.dim)
             low, high = box[:, 0], box[:, 1]
         if boundary is not None:
-            if not (isinstance(boundary, (tuple, list)) and len(boundary) == 2):
-                _fail(where, "boundary", "a pair (xb, ub) of Dirichlet points and values", type(boundary).__name__)
-            xb = _points(where, "boundary[0]", boundary[0], self.dim)
-            ub = _observations(where, "boundary[1]", boundary[1], xb.shape[0], n_comp)
+            if _is_number(boundary):
+                xb = self.boundary_points(np.column_stack([low, high]))
+                shape = (xb.shape[0],) if n_comp is None else (xb.shape[0], n_comp)
+                ub = np.full(shape, float(boundary))
+            elif isinstance(boundary, (tuple, list)) and len(boundary) == 2:
+                xb = _points(where, "boundary[0]", boundary[0], self.dim)
+                ub = _observations(where, "boundary[1]", boundary[1], xb.shape[0], n_comp)
+            else:
+                _fail(where, "boundary", "None, a number (constant Dirichlet value) or a pair (xb, ub) of Dirichlet "
+                      "points and values", type(boundary).__name__)
 
         t0 = time.perf_counter()
         centre = 0.5 * (low + high)
@@ -431,8 +510,13 @@ class PINNEnsembleSolver:
         self._yb = tt(ub) if boundary is not None else None
         if source is None:
             self._source_at = lambda z: torch.zeros(z.shape[0], dtype=self.dtype, device=self.device)
-        else:
+        elif callable(source):
             self._source_at = lambda z: self._call_source(source, z)
+        else:
+            value = float(source)
+            self._source_at = lambda z: torch.full((z.shape[0],), value, dtype=z.dtype, device=z.device)
+        self._noise_var = (float(np.mean(sigma ** 2)) if n_comp is None
+                           else [float(v) for v in np.mean(sigma ** 2, axis=0)])
         g = torch.Generator().manual_seed(self.seed + 7)
         eps = torch.randn(self.members, *y.shape, generator=g, dtype=self.dtype).to(self.device)
         self._y_members = tt(y)[None] + self._sigma[None] * eps
@@ -497,49 +581,99 @@ class PINNEnsembleSolver:
                            for i in range(0, z.shape[0], tile_size)], dim=1).double().cpu().numpy()
         return u.mean(axis=0), u.std(axis=0, ddof=1)
 
-    def predict_grid(self, xs, ys, ts=None) -> FieldPosterior:
-        """Posterior over the grid ``ys x xs`` (steady) or ``ts x ys x xs`` (heat)."""
-        self._require_fit("predict_grid")
-        where = "PINNEnsembleSolver.predict_grid"
-        axes = [("xs", xs), ("ys", ys)]
-        if self.dim == 3:
-            if ts is None:
-                _fail(where, "ts", "a non-empty 1-D array of times (the heat field depends on t)", None)
-            axes.append(("ts", ts))
-        elif ts is not None:
-            _fail(where, "ts", f"None (the {self.pde} field is steady)", type(ts).__name__)
-        arrs = []
-        for name, a in axes:
-            a = np.asarray(a, dtype=np.float64)
-            if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
-                _fail(where, name, "a non-empty 1-D array of finite grid coordinates", a.shape)
-            arrs.append(a)
-        if self.dim == 2:
-            gx, gy = np.meshgrid(arrs[0], arrs[1])
-            pts, shape = np.column_stack([gx.ravel(), gy.ravel()]), (arrs[1].size, arrs[0].size)
-        else:
-            gt, gy, gx = np.meshgrid(arrs[2], arrs[1], arrs[0], indexing="ij")
-            pts, shape = np.column_stack([gx.ravel(), gy.ravel(), gt.ravel()]), gt.shape
-        mean, std = self.predict(pts)
-        if self.components is not None:
-            shape = shape + (len(self.components),)
-        return FieldPosterior(mean.reshape(shape), std.reshape(shape), dict(self.info), components=self.components)
+    # ------------------------------------------------------------------ noise and cost
+    def noise_variance(self) -> float | np.ndarray:
+        """The given observation-noise variance (the mean of ``y_noise_std**2`` over the
+        observations), in the values' units squared; for the flow one per component, (2,)."""
+        self._require_fit("noise_variance")
+        if self._noise_var is None:
+            raise RuntimeError("PINNEnsembleSolver.noise_variance: the state this solver was restored from "
+                               "records no noise variance")
+        return self._noise_var if np.ndim(self._noise_var) == 0 else np.asarray(self._noise_var, dtype=np.float64)
+
+    def parameter_count(self) -> int:
+        """Trainable numbers of one member (weights, biases and the log PDE constant if inferred)."""
+        inner = self.dim * self.width + self.width + (self.depth - 1) * (self.width ** 2 + self.width)
+        return inner + self.width * self.out_dim + self.out_dim + (1 if self.parameter_name is not None else 0)
+
+    def estimated_memory_bytes(self, n_observations: int) -> int:
+        """Peak bytes of ``fit`` + ``predict`` for n observations, ``s`` bytes a number (4 for
+        float32, 8 for float64), from the ensemble's shape: M ``members`` of ``depth`` hidden
+        layers of ``width`` units, inputs of dimension ``d``, C output components.
+
+        * **Training step.** Every member is evaluated at the ``b = min(batch_size, n)``
+          observations of the step, at the boundary points (``nb`` =
+          ``4 * BOUNDARY_POINTS_PER_EDGE``, times ``BOUNDARY_TIMES`` for heat; counted as if a
+          boundary were given) and at the ``n_collocation`` points, and autograd keeps each
+          hidden layer's activations for the backward pass: per point, member and hidden unit
+          about ``a = 1.5`` numbers for a field value, ``a = 1.5 (1 + d)`` for the flow's
+          velocity (a gradient of the stream function: a reverse pass per point), and
+          ``r = 3 (1 + 2 d)`` for a PDE residual (gradient and Hessian by forward-over-reverse
+          differentiation carry ``1 + 2 d`` tangents through every layer), ``r = 3 (1 + 2 d)(1 + d)``
+          for the steady Navier-Stokes residual (third derivatives), ``r = 0`` for the plain flow
+          (no PDE term). Activations: ``s M depth width (a (b + nb) + r n_collocation)``.
+        * **Prediction** runs tiles of 4096 points without autograd: a few layer-sized
+          tensors, ``s M 4096 width k`` with ``k = 3`` for a scalar field and ``depth + 2`` for
+          the flow (the reverse pass per point), plus the tile's member predictions
+          (``12 M 4096 C``). The members' predictions at all m query points (``12 M m C``)
+          depend on the query, not on n, and are left to the caller, like the outputs.
+        * **Always held:** the observations and their M perturbed copies
+          (``8 n (d + 2 C) + s M n C``), and the stacked parameters with their gradients,
+          Adam's two moments and the anchors (``5 s M P``, P numbers per member).
+
+        The peak is the held part plus the larger of a training step and a prediction tile.
+        Measured on CPU (``tests/models/test_field_solver_memory.py``), float32: Poisson,
+        4 members x 32 units x 2 layers, 256 collocation points, n = 1000 / 10000: 6.4 / 21 MB
+        (estimates 6.6 / 20 MB); heat, 8 x 32 x 3, n = 20000: 104 MB (124 MB); the flow,
+        4 x 32 x 2, n = 5000: 26 MB (25 MB); Navier-Stokes, 512 collocation points, n = 1000:
+        27 MB (30 MB).
+        """
+        n = check_n("PINNEnsembleSolver.estimated_memory_bytes", n_observations)
+        s = 4 if self.dtype == torch.float32 else 8
+        d, M, C = self.dim, self.members, len(self.components or ("u",))
+        b = n if self.batch_size is None else min(self.batch_size, n)
+        nb = 4 * BOUNDARY_POINTS_PER_EDGE * (BOUNDARY_TIMES if d == 3 else 1)
+        flow = self.components is not None
+        a = 1.5 * (1 + d) if flow else 1.5
+        r = 0.0
+        if self._has_pde_term:
+            r = 3.0 * (1 + 2 * d) * ((1 + d) if self.navier_stokes else 1)
+        train = s * M * self.depth * self.width * (a * (b + nb) + r * self.n_collocation)
+        tile = 4096
+        predict = s * M * tile * self.width * ((self.depth + 2) if flow else 3) + 12 * M * tile * C
+        held = 8 * n * (d + 2 * C) + s * M * n * C + 5 * s * M * self.parameter_count()
+        return int(held + max(train, predict))
 
     # ------------------------------------------------------------------ state export
-    def state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """``(arrays, meta)``: everything prediction needs, as numpy arrays (stacked member
+    def state(self) -> SolverState:
+        """``SolverState``: everything prediction needs, as numpy arrays (stacked member
         parameters ``param.<name>`` and the float64 standardisation) and a JSON-able dict
-        (format tag, constructor settings, fit ``info``). ``from_state`` inverts it exactly."""
+        (format tag, constructor settings, the given noise variance, fit ``info``).
+        ``restore`` and ``from_state`` invert it exactly."""
         self._require_fit("state")
         arrays = {f"param.{k}": v.detach().cpu().numpy().copy() for k, v in self.params.items()}
         arrays.update({"centre": self._centre_np.copy(), "scale": self._scale_np.copy(),
                        "y_mean": self._y_mean_np.copy(), "y_scale": np.asarray(self._y_scale, np.float64)})
-        meta = {"format": STATE_FORMAT, "config": dict(self._config), "info": copy.deepcopy(self.info)}
-        return arrays, meta
+        meta = {"format": STATE_FORMAT, "config": dict(self._config), "noise_variance": copy.deepcopy(self._noise_var),
+                "info": copy.deepcopy(self.info)}
+        return SolverState(meta, arrays)
+
+    def restore(self, state: SolverState, x=None, y=None, y_noise_std=None, *, domain=None, boundary=None,
+                source=None) -> "PINNEnsembleSolver":
+        """Reload the weights and standardisation ``state()`` saved (the observations and the other
+        arguments are not needed and are ignored): predictions are the original's bit for bit.
+        The solver must have the saved architecture (``ARCHITECTURE`` settings); the device is its own."""
+        where = "PINNEnsembleSolver.restore"
+        meta = check_state(where, state, STATE_FORMAT).meta
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        check_settings(where, {k: config.get(k) for k in ARCHITECTURE}, {k: self._config[k] for k in ARCHITECTURE})
+        self._load(where, state.arrays, meta)
+        return self
 
     @classmethod
     def from_state(cls, arrays: dict, meta: dict, device: str | torch.device = "cpu") -> "PINNEnsembleSolver":
-        """A solver that predicts exactly like the one whose ``state()`` gave ``arrays``, ``meta``.
+        """A solver that predicts exactly like the one whose ``state()`` gave ``arrays``, ``meta``
+        (``SolverState.arrays`` and ``.meta``), built with the saved settings on ``device``.
 
         It holds no training data: ``predict``, ``predict_grid``, ``member_modules`` and
         ``state`` work; ``fit`` trains afresh with the same settings.
@@ -551,11 +685,15 @@ class PINNEnsembleSolver:
         config = dict(meta["config"])
         if config.get("dtype") not in _DTYPES:
             _fail(where, "meta['config']['dtype']", f"one of {tuple(_DTYPES)}", repr(config.get("dtype")))
-        config["dtype"] = _DTYPES[config["dtype"]]
         try:
             solver = cls(**config, device=device)
         except TypeError as error:
             _fail(where, "meta['config']", "the constructor settings written by state()", str(error))
+        return solver._load(where, arrays, meta)
+
+    def _load(self, where: str, arrays: dict, meta: dict) -> "PINNEnsembleSolver":
+        """Set parameters and standardisation from a state's arrays (shapes checked) and its info."""
+        solver = self
         template = solver._template()
         names = [k for k, _ in template.named_parameters()]
         wanted = {f"param.{k}": (solver.members, *v.shape) for k, v in template.named_parameters()}
@@ -572,5 +710,12 @@ class PINNEnsembleSolver:
         solver.params = {k: solver._tensor(np.asarray(arrays[f"param.{k}"])).clone() for k in names}
         solver.anchors = None
         solver._base = template
+        solver._noise_var = copy.deepcopy(meta.get("noise_variance"))
         solver.info = copy.deepcopy(meta.get("info", {}))
         return solver
+
+
+def _is_number(value) -> bool:
+    """A real number (not a bool): a constant source or boundary value."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(float(value))

@@ -40,6 +40,21 @@ def test_exact_gp_on_cuda_matches_cpu(kernel):
     np.testing.assert_allclose(s_gpu, s_cpu, rtol=1e-5)
 
 
+def test_exact_gp_fitted_on_cuda_restores_on_the_cpu():
+    """The FieldSolver state holds the raw parameters as numpy arrays: a GPU fit re-conditions on the CPU."""
+    x, y, xq = _scattered()
+    gpu = ExactGPSolver(max_iter=30, device="cuda").fit(x, y)
+    cpu = ExactGPSolver(max_iter=30).restore(gpu.state(), x, y)
+    hg, hc = gpu.hyperparameters(), cpu.hyperparameters()
+    np.testing.assert_allclose(hc["lengthscale"], hg["lengthscale"], rtol=1e-12)
+    for key in ("outputscale", "noise", "mean"):
+        assert hc[key] == pytest.approx(hg[key], rel=1e-12)
+    m_gpu, s_gpu = gpu.predict(xq)
+    m_cpu, s_cpu = cpu.predict(xq)
+    np.testing.assert_allclose(m_cpu, m_gpu, rtol=0, atol=1e-5 * np.std(y))
+    np.testing.assert_allclose(s_cpu, s_gpu, rtol=1e-5)
+
+
 def _heat(n=300, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(size=(n, 3))
@@ -61,8 +76,8 @@ def test_pinn_ensemble_on_cuda_matches_cpu_and_moves_back_through_its_state():
     m_gpu, s_gpu = gpu.predict(xq)
     m_cpu, _ = cpu.predict(xq)
     np.testing.assert_allclose(m_gpu, m_cpu, atol=1e-3)
-    arrays, meta = gpu.state()
-    back = PINNEnsembleSolver.from_state(arrays, meta)  # onto the CPU
+    state = gpu.state()
+    back = PINNEnsembleSolver.from_state(state.arrays, state.meta)  # onto the CPU
     m_back, s_back = back.predict(xq)
     np.testing.assert_allclose(m_back, m_gpu, atol=1e-5)
     np.testing.assert_allclose(s_back, s_gpu, atol=1e-5)

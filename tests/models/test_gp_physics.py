@@ -88,12 +88,12 @@ def test_laplacian_covariances_match_finite_differences():
 def test_fixed_hyperparameters_match_closed_form(with_data):
     """Original units far from the standardised ones (offset domain, 200 m wide, k = 2.5)."""
     rng = np.random.default_rng(3)
-    dom = (100.0, 300.0, -50.0, 50.0)
+    dom = [(100.0, 300.0), (-50.0, 50.0)]
     k = 2.5
     source = lambda p: 1e-3 * (1.0 + np.cos((p[:, 0] - 100.0) / 60.0))  # noqa: E731
     hp = {"lengthscale": [70.0, 45.0], "outputscale": 4.0, "noise": 0.01, "mean": 0.5}
     pde_noise = 2e-5
-    solver = PhysicsGPSolver(n_collocation=40, pde_noise=pde_noise, seed=5, n_boundary=24)
+    solver = PhysicsGPSolver(n_collocation=40, pde_noise=pde_noise, seed=5, n_boundary=24, k=k)
     if with_data:
         x = rng.uniform(0, 1, size=(12, 2)) * [200.0, 100.0] + [100.0, -50.0]
         y = 1.0 + 0.3 * rng.standard_normal(12)
@@ -101,7 +101,7 @@ def test_fixed_hyperparameters_match_closed_form(with_data):
         boundary = lambda p: 0.1 * (p[:, 0] - 100.0) / 200.0  # noqa: E731
     else:
         x, y, sd, boundary = np.empty((0, 2)), np.empty(0), None, None
-    solver.fit(x, y, sd, source=source, k=k, domain=dom, boundary=boundary, optimise=False, initial=hp)
+    solver.fit(x, y, sd, source=source, domain=dom, boundary=boundary, optimise=False, initial=hp)
     assert solver.hyperparameters()["lengthscale"] == pytest.approx(hp["lengthscale"], rel=1e-12)
     assert solver.hyperparameters()["noise"] == pytest.approx(hp["noise"], rel=1e-12)
 
@@ -140,7 +140,7 @@ def test_fixed_hyperparameters_match_closed_form(with_data):
 def test_boundary_as_points_equals_boundary_as_function():
     from inversa.models.solvers.gp_physics import perimeter_points
 
-    dom = (0.0, 2.0, 0.0, 1.0)
+    dom = [(0.0, 2.0), (0.0, 1.0)]
     g = lambda p: p[:, 0] * p[:, 1]  # noqa: E731
     pts = perimeter_points(dom, 20)
     # the perimeter points lie on the edges, equally spaced by arc length (perimeter 6, step 0.3)
@@ -172,8 +172,8 @@ def darcy():
 @pytest.fixture(scope="module")
 def physics_fit(darcy):
     x, y, _ = darcy
-    return PhysicsGPSolver(n_collocation=128, seed=0).fit(x, y, source=sine_source, k=1.0, domain=(0, 1, 0, 1),
-                                                        boundary=0.0)
+    return PhysicsGPSolver(n_collocation=128, seed=0, k=1.0).fit(x, y, source=sine_source, domain=[(0, 1), (0, 1)],
+                                                               boundary=0.0)
 
 
 def grid_scores(post, u):
@@ -194,7 +194,7 @@ def test_physics_beats_plain_gp_on_darcy(darcy, physics_fit):
     info = physics_fit.info
     assert info["n_collocation"] == 128 and info["n_boundary"] == 64 and info["n"] == 15
     assert info["pde_noise"] == pytest.approx(1e-3 * np.sqrt(np.mean(sine_source(
-        physics_fit.collocation_points((0, 1, 0, 1))) ** 2)), rel=1e-12)
+        physics_fit.collocation_points([(0, 1), (0, 1)])) ** 2)), rel=1e-12)
     assert info["seconds"] > 0 and np.isfinite(info["log_marginal_likelihood"])
 
 
@@ -204,8 +204,8 @@ def test_optimised_hyperparameters_reproduce_posterior_and_beat_defaults(darcy, 
 
     x, y, _ = darcy
     hp = json.loads(json.dumps(physics_fit.hyperparameters()))
-    again = PhysicsGPSolver(n_collocation=128, seed=0).fit(x, y, source=sine_source, k=1.0, domain=(0, 1, 0, 1),
-                                                         boundary=0.0, optimise=False, initial=hp)
+    again = PhysicsGPSolver(n_collocation=128, seed=0, k=1.0).fit(x, y, source=sine_source, domain=[(0, 1), (0, 1)],
+                                                                boundary=0.0, optimise=False, initial=hp)
     xq = np.random.default_rng(1).uniform(0, 1, size=(200, 2))
     m1, s1 = physics_fit.predict(xq)
     m2, s2 = again.predict(xq, tile_size=17)     # tiles of another size: same numbers
@@ -213,7 +213,7 @@ def test_optimised_hyperparameters_reproduce_posterior_and_beat_defaults(darcy, 
     np.testing.assert_allclose(s2, s1, rtol=1e-6, atol=1e-12)  # a variance is a difference: cancellation
     assert again.info["log_marginal_likelihood"] == pytest.approx(physics_fit.info["log_marginal_likelihood"],
                                                                   rel=1e-9)
-    default = PhysicsGPSolver(n_collocation=128, seed=0).fit(x, y, source=sine_source, domain=(0, 1, 0, 1),
+    default = PhysicsGPSolver(n_collocation=128, seed=0).fit(x, y, source=sine_source, domain=[(0, 1), (0, 1)],
                                                            boundary=0.0, optimise=False)
     assert physics_fit.info["log_marginal_likelihood"] > default.info["log_marginal_likelihood"] + 1.0
 
@@ -227,8 +227,9 @@ def test_darcy_coefficient_scales_the_solution():
     hp = {"lengthscale": 0.4, "outputscale": 0.1, "noise": 1e-5, "mean": 0.0}
     errors = {}
     for k in (4.0, 1.0):
-        s = PhysicsGPSolver(n_collocation=64).fit(x, obs["value"].values, source=sine_source, k=k,
-                                                   domain=(0, 1, 0, 1), boundary=0.0, optimise=False, initial=hp)
+        s = PhysicsGPSolver(n_collocation=64, k=k).fit(x, obs["value"].values, source=sine_source,
+                                                        domain=[(0, 1), (0, 1)], boundary=0.0, optimise=False,
+                                                        initial=hp)
         errors[k] = grid_scores(s.predict_grid(xs, ys), u)[0]
     assert errors[4.0] < 0.005 < 0.02 < errors[1.0]
 
@@ -238,9 +239,10 @@ def test_darcy_coefficient_scales_the_solution():
 def _fit(**kw):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(6, 2))
-    args = dict(source=1.0, k=1.0, domain=(0, 1, 0, 1), optimise=False)
+    k = kw.pop("k", 1.0)
+    args = dict(source=1.0, domain=[(0, 1), (0, 1)], optimise=False)
     args.update(kw)
-    return PhysicsGPSolver(n_collocation=8).fit(x, np.sin(x[:, 0]), **args)
+    return PhysicsGPSolver(n_collocation=8, k=k).fit(x, np.sin(x[:, 0]), **args)
 
 
 @pytest.mark.parametrize("kw,pattern", [
@@ -249,12 +251,10 @@ def _fit(**kw):
     (dict(source=lambda p: np.full(p.shape[0], np.nan)), r"'source'.*finite values.*8 NaN"),
     (dict(source="f"), r"'source'.*a number or a callable"),
     (dict(source=None), r"'source'.*a number or a callable"),
-    (dict(k=0.0), r"'k'.*positive finite number"),
-    (dict(k=-2.0), r"'k'.*positive finite number"),
-    (dict(k=float("nan")), r"'k'.*positive finite number"),
-    (dict(domain=(0, 0, 0, 1)), r"'domain'.*non-empty rectangle.*xmax > xmin"),
-    (dict(domain=(0, 1, 1, 0.5)), r"'domain'.*non-empty rectangle"),
-    (dict(domain=(0, 1, 0)), r"'domain'.*four finite numbers"),
+    (dict(domain=[(0, 0), (0, 1)]), r"'domain'.*non-empty rectangle.*xmax > xmin"),
+    (dict(domain=[(0, 1), (1, 0.5)]), r"'domain'.*non-empty rectangle"),
+    (dict(domain=(0, 1, 0)), r"'domain'.*2 finite \(low, high\) pairs"),
+    (dict(domain=(0, 1, 0, 1)), r"'domain'.*2 \(low, high\) pairs \[\[xmin, xmax\], \[ymin, ymax\]\], not a flat list"),
     (dict(boundary=lambda p: np.zeros(3)), r"'boundary'.*shape \(64,\)"),
     (dict(boundary=(np.zeros((3, 2)), np.zeros(3), 1.0)), r"'boundary'.*a pair \(points.*got a tuple of 3"),
     (dict(boundary=(np.zeros((3, 2)), np.zeros(4))), r"'boundary\[1\]'.*shape \(3,\)"),
@@ -267,6 +267,14 @@ def test_bad_input_is_named(kw, pattern):
     assert str(err.value).startswith("PhysicsGPSolver.fit: argument")
 
 
+@pytest.mark.parametrize("k", [0.0, -2.0, float("nan")])
+def test_bad_coefficient_is_named(k):
+    """The known coefficient k is a constructor setting (a method parameter), checked there."""
+    with pytest.raises(ValueError, match=r"'k'.*positive finite number") as err:
+        _fit(k=k)
+    assert str(err.value).startswith("PhysicsGPSolver: argument")
+
+
 def test_bad_observations_and_constructor():
     x = np.array([[0.1, 0.2], [0.1, 0.2], [0.5, 0.5]])
     with pytest.raises(ValueError, match=r"'x'.*distinct coordinates.*1 duplicated"):
@@ -276,7 +284,7 @@ def test_bad_observations_and_constructor():
     with pytest.raises(ValueError, match=r"'domain'.*when there are no observations"):
         PhysicsGPSolver().fit(np.empty((0, 2)), np.empty(0), source=1.0)
     with pytest.raises(ValueError, match=r"'y'.*no values when x has no points"):
-        PhysicsGPSolver().fit(np.empty((0, 2)), [1.0], source=1.0, domain=(0, 1, 0, 1))
+        PhysicsGPSolver().fit(np.empty((0, 2)), [1.0], source=1.0, domain=[(0, 1), (0, 1)])
     with pytest.raises(ValueError, match=r"'pde_noise'.*positive"):
         PhysicsGPSolver(pde_noise=0.0)
     with pytest.raises(ValueError, match=r"'n_collocation'.*integer >= 1"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from inversa.models.solvers import FieldPosterior
+from inversa.models.solvers import FieldPosterior, SolverState
 from inversa.models.solvers.pde import navier_stokes_residual
 from inversa.models.solvers.pinn import PINNEnsembleSolver
 
@@ -168,8 +168,13 @@ def test_bad_flow_input_names_argument_and_expectation():
         solver.fit(x, y, np.ones((10, 3)))
     with pytest.raises(ValueError, match=r"'y_noise_std': expected finite values > 0"):
         solver.fit(x, y, np.r_[np.ones(9), -1.0])
-    with pytest.raises(ValueError, match=r"'source': expected None"):
-        solver.fit(x, y, 0.1, source=lambda z: z[:, 0])
+    # The flow has no source term: a given source is ignored (the FieldSolver contract), not used.
+    small = dict(members=2, width=8, depth=1, steps=2, seed=1)
+    plain = PINNEnsembleSolver("incompressible", **small).fit(x, y, 0.1)
+    given = PINNEnsembleSolver("incompressible", **small).fit(x, y, 0.1, source=lambda z: z[:, 0])
+    assert not plain.uses_source
+    for a, b in zip(plain.predict(x), given.predict(x)):
+        np.testing.assert_array_equal(a, b)
     for nu in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match=r"'nu': expected a finite kinematic viscosity > 0"):
             PINNEnsembleSolver("incompressible", navier_stokes=True, nu=nu)
@@ -199,7 +204,8 @@ def _fitted(kind: str) -> tuple[PINNEnsembleSolver, list]:
 @pytest.mark.parametrize("kind", ["heat", "darcy", "incompressible", "navier-stokes"])
 def test_state_round_trip_predicts_identically(kind, tmp_path):
     solver, axes = _fitted(kind)
-    arrays, meta = solver.state()
+    state = solver.state()
+    arrays, meta = state.arrays, state.meta
     # Through the formats a store would use: one .npz for the arrays, JSON for the rest.
     np.savez(tmp_path / "state.npz", **arrays)
     (tmp_path / "meta.json").write_text(json.dumps(meta))
@@ -214,11 +220,18 @@ def test_state_round_trip_predicts_identically(kind, tmp_path):
     np.testing.assert_array_equal(p1.std, p2.std)
     assert p1.components == p2.components and p2.info == p1.info
     assert float(np.abs(p1.std).max()) > 0  # members differ, so equality of std is not vacuous
+    # The interface's restore: a fresh solver with the same settings reloads the same state.
+    fresh = PINNEnsembleSolver(**meta["config"])
+    restored = fresh.restore(SolverState(json.loads((tmp_path / "meta.json").read_text()), loaded))
+    for a, b in zip(solver.predict(q), restored.predict(q)):
+        np.testing.assert_array_equal(a, b)
+    assert restored.noise_variance() == pytest.approx(solver.noise_variance(), rel=0)
 
 
 def test_from_state_rejects_incomplete_state():
     solver, _ = _fitted("incompressible")
-    arrays, meta = solver.state()
+    state = solver.state()
+    arrays, meta = state.arrays, state.meta
     with pytest.raises(ValueError, match=r"from_state: argument 'meta': expected a dict with format"):
         PINNEnsembleSolver.from_state(arrays, {"config": meta["config"]})
     missing = {k: v for k, v in arrays.items() if k != "y_mean"}

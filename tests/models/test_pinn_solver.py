@@ -132,8 +132,10 @@ def test_bad_input_names_argument_and_expectation():
         solver.fit(x, y, 0.0)
     with pytest.raises(ValueError, match=r"'domain': expected 3 finite \(low, high\) pairs"):
         solver.fit(x, y, 0.1, domain=[(0, 1), (0, 1)])
-    with pytest.raises(ValueError, match=r"'source': expected a callable"):
+    with pytest.raises(ValueError, match=r"'source': expected a number or a callable"):
         PINNEnsembleSolver("poisson", members=2, steps=1).fit(x[:, :2], y, 0.1)
+    with pytest.raises(ValueError, match=r"'y_noise_std': expected the observation noise std"):
+        solver.fit(x, y)  # the ensemble does not learn the noise
     with pytest.raises(ValueError, match=r"'source': expected a callable returning a tensor of shape"):
         PINNEnsembleSolver("poisson", members=2, steps=1).fit(x[:, :2], y, 0.1, source=lambda z: z)
     solver.fit(x, y, 0.1)

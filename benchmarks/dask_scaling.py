@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from inversa.data.synthetic import write_study  # noqa: E402
 def _warm_up() -> int:
     import torch  # noqa: F401
 
-    import inversa.tasks.region  # noqa: F401
+    import inversa.tasks.kinds.ct.region  # noqa: F401
 
     return os.getpid()
 
@@ -58,15 +57,16 @@ def bare_tv(args: tuple[str, dict, list[int]]) -> float:
     """The same model code with no pipeline: read, build the operator, TV on the given slices."""
     import torch
 
-    from inversa.tasks.measurement import geometry_for, grid_for, load_measurement, operator_for
-    from inversa.tasks.methods import build_sampler
-    from inversa.tasks.region import noise_levels
+    from inversa.tasks.core.recipe import load_recipe
+    from inversa.tasks.kinds.ct.measurement import geometry_for, grid_for, load_measurement, noise_levels, operator_for
+    from inversa.tasks.kinds.ct.methods import build_sampler
 
     path, recipe, slices = args
+    recipe = load_recipe(recipe)
     torch.set_num_threads(1)
     measurement = load_measurement(recipe)
     operator = operator_for(geometry_for(measurement, grid_for(recipe, measurement)), torch.device("cpu"))
-    sampler = build_sampler("tv", recipe["method"]["params"])
+    sampler = build_sampler("tv", recipe.method.params)
     started = time.perf_counter()
     for i in slices:
         y = torch.as_tensor(np.asarray(measurement.sinogram.isel(slice=slice(i, i + 1)).values, dtype=np.float32))
@@ -109,7 +109,7 @@ def main() -> None:
 
     import xarray as xr
 
-    from inversa.flows.recipe import load_recipe
+    from inversa.tasks.core.recipe import load_recipe
     from inversa.flows.runtime import local_run_settings
 
     load_before = os.getloadavg()

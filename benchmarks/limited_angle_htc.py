@@ -71,7 +71,7 @@ def reference_for(phantom: str, grid: int, workdir: Path) -> Path:
 
 
 def run_case(phantom, wedge, start, method, grid, workdir, extra_sets, reference) -> dict:
-    from inversa.flows.recipe import load_recipe
+    from inversa.tasks.core.recipe import load_recipe
     from inversa.flows.reconstruct import reconstruct
 
     overrides = [f"angular_range_deg={wedge}", f"start_angle_deg={start}"]
@@ -90,7 +90,7 @@ def run_case(phantom, wedge, start, method, grid, workdir, extra_sets, reference
         input=str(DATA / f"htc2022_{phantom}_full.mat"), reference=str(reference), output=str(store),
     )
     started = time.perf_counter()
-    result = reconstruct(recipe.model_dump(), overwrite=True)
+    result = reconstruct(recipe, overwrite=True)
     wall = time.perf_counter() - started
     return {
         "phantom": phantom, "wedge_deg": wedge, "start_deg": start, "method": method,

@@ -50,7 +50,7 @@ def plain_loop(measurement_path: Path, out: Path, region_size: int, size: int) -
     with torch.no_grad():
         for start in range(0, sino.shape[0], region_size):
             y = torch.from_numpy(np.ascontiguousarray(sino[start : start + region_size]))
-            images[start : start + region_size] = sampler.sample(y, operator, None, 1, None)[0].numpy()
+            images[start : start + region_size] = sampler.sample(y, operator, None, 1, None).samples[0].numpy()
     np.save(out, images)
     return time.perf_counter() - started
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from inversa.flows.recipe import load_recipe
+    from inversa.tasks.core.recipe import load_recipe
     from inversa.flows.reconstruct import reconstruct
     from inversa.flows.runtime import local_run_settings
 
@@ -84,14 +84,14 @@ def main() -> None:
         sets = [f"region_size={args.region_size}", "method.params.filter=hann", "grid.size=%d" % args.size]
 
         def flow_once(i: int) -> float:
-            import inversa.tasks.measurement as cached  # a fresh run reads and builds everything anew
+            import inversa.tasks.kinds.ct.measurement as cached  # a fresh run reads and builds everything anew
 
             cached._cached_measurement.cache_clear()
             cached._operators.clear()
             recipe = load_recipe("ct-fbp", sets, input=str(measurement), output=str(tmp / f"flow{i}.zarr"))
             with local_run_settings():  # what `inversa run` uses
                 started = time.perf_counter()
-                reconstruct(recipe.model_dump(), overwrite=True)
+                reconstruct(recipe, overwrite=True)
                 return time.perf_counter() - started
 
         flow_once(-1)  # start Prefect's ephemeral server and warm caches

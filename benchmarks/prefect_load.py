@@ -93,14 +93,14 @@ def run_batch(inputs: list[str], output: Path, one_task_per_region: bool) -> dic
     import inversa.flows.scheduling as scheduling
     from inversa.data.store import ResultStore
     from inversa.flows.batch import batch
-    from inversa.flows.recipe import load_recipe
-    from inversa.tasks.work_units import work_units
+    from inversa.tasks.core.recipe import load_recipe
+    from inversa.tasks.core.work_units import work_units
 
     if one_task_per_region:
         scheduling.work_units = lambda pending, workers, max_units=None: work_units(
             pending, workers, units_per_worker=len(pending) or 1)
     try:
-        recipe = load_recipe("ct-fbp", ["region_size=1", "grid.size=32"]).model_dump()
+        recipe = load_recipe("ct-fbp", ["region_size=1", "grid.size=32"])
         started = time.perf_counter()
         result = batch(recipe, inputs, str(output))
         wall = time.perf_counter() - started

@@ -34,9 +34,9 @@ import scipy.sparse.linalg as spla
 import xarray as xr
 
 from inversa.data.errors import InvalidMeasurement
+from inversa.data.pde_sources import SOURCES, source_values
 
 COEFFICIENTS = ("lognormal", "constant")
-SOURCES = ("constant", "sine")
 INITIALS = ("gaussian-bump", "sine")
 BOUNDARY = "dirichlet u=0 on the boundary of the unit square [0, 1] x [0, 1] m"
 FIELD_UNITS = "1"
@@ -227,7 +227,7 @@ def simulate_darcy_study(
     k_value = _number(k_value, "k_value", where, positive=True)
     correlation_length = _number(correlation_length, "correlation_length", where, positive=True)
     log_k_sigma = _number(log_k_sigma, "log_k_sigma", where)
-    source = _choice(source, "source", SOURCES, where)
+    source = _choice(source, "source", tuple(SOURCES), where)
 
     field_rng, sensor_rng, noise_rng = _streams(seed)
     nodes = grid_nodes(n)
@@ -236,7 +236,7 @@ def simulate_darcy_study(
         k = k_value * np.exp(log_k_sigma * gaussian_random_field(n, correlation_length, field_rng))
     else:
         k = np.full((n, n), k_value)
-    f = np.ones((n, n)) if source == "constant" else 2 * math.pi ** 2 * np.sin(math.pi * xx) * np.sin(math.pi * yy)
+    f = source_values(source, xx, yy)
     sx, sy = _sensors(sensor_rng, n_sensors)
     closed_form = coefficient == "constant" and source == "sine"
     if closed_form:
@@ -248,7 +248,7 @@ def simulate_darcy_study(
         u = solve_darcy(k, f)
         clean = bilinear(u, sx, sy)
     values = clean + noise_sigma * noise_rng.standard_normal(n_sensors)
-    source_text = "f = 1" if source == "constant" else "f = 2 pi^2 sin(pi x) sin(pi y)"
+    source_text = SOURCES[source]
     attrs = {"pde": "darcy", "equation": "-div(k grad u) = f", "source": source_text, "boundary": BOUNDARY,
              "units": FIELD_UNITS}
     observations = xr.Dataset(

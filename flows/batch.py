@@ -12,7 +12,8 @@ Phases, each isolating a failed dataset from the others:
    costs one file digest per finished dataset and no task run.
 2. Prepare: one task per remaining dataset reads, validates and plans its input and creates (or
    reopens) its store, so an unreadable or invalid file fails only its own dataset, before any
-   heavy work; calibration, where the recipe asks for it, follows per dataset.
+   heavy work; the kind's one-off preparation (CT calibration, a field's shared fit), where the
+   plan asks for one, follows per dataset.
 3. Regions of all datasets are scheduled together in coarse work units, interleaved across
    datasets (flows/scheduling.py), with one progress artifact for the batch.
 4. A report per finished dataset (its metrics, preview and store link, as `inversa run` leaves),
@@ -43,17 +44,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from inversa.data.store import ResultStore, StoreError
 from inversa.data.store_lock import StoreLock, StoreLocked
 from inversa.flows.batch_inputs import BatchInput, empty_inputs, expand_inputs
-from inversa.flows.recipe import load_recipe
+from inversa.flows.reconstruct import recipe_field
 from inversa.flows.scheduling import StoreJob, reconstruct_stores
-from inversa.tasks.measurement import input_digest, uses_gpu
-from inversa.tasks.pipeline import calibrate_task, prepare_store_task, report_task
+from inversa.tasks.core.recipe import RecipeBase, load_recipe
+from inversa.tasks.kinds import kind_of
+from inversa.tasks.pipeline import prepare_store_task, prepare_task, report_task
 from inversa.tasks.report import artifact_key
 
 SUMMARY_FILE = "batch-summary.json"
-METRIC_COLUMNS = ("psnr", "ssim", "mcc", "coverage")
 
 # Set by the command line to draw a terminal progress bar: called with (done, total) regions.
-progress_hook: Callable[[int, int], None] | None = None
+progress_hook: Callable[[float, int], None] | None = None
 
 
 class DatasetsFailed(RuntimeError):
@@ -62,9 +63,8 @@ class DatasetsFailed(RuntimeError):
 
 def _run_name() -> str:
     params = flow_run.parameters or {}
-    recipe = params.get("recipe") or {}
     inputs = params.get("inputs") or []
-    return f"{recipe.get('name', 'recipe')} | batch of {len(inputs)} input(s)"
+    return f"{recipe_field(params.get('recipe'), 'name') or 'recipe'} | batch of {len(inputs)} input(s)"
 
 
 @flow(
@@ -74,21 +74,26 @@ def _run_name() -> str:
     log_prints=True,
     validate_parameters=False,
 )
-def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: bool = False) -> dict[str, Any]:
-    """Reconstruct every dataset named by `inputs` with `recipe` into `output/<dataset>.zarr`."""
+def batch(recipe: RecipeBase | dict[str, Any], inputs: list[str], output: str, overwrite: bool = False
+          ) -> dict[str, Any]:
+    """Reconstruct every dataset named by `inputs` with `recipe` into `output/<dataset>.zarr`.
+
+    ``recipe``: a validated recipe, or its fields as a mapping (a deployment's JSON parameters).
+    """
     started = time.perf_counter()
     logger = get_run_logger()
-    base = load_recipe(dict(recipe))
+    base = load_recipe(recipe)
+    kind = kind_of(base)
     if not inputs:
         raise ValueError(f"batch {base.name!r}: no inputs given; expected files, directories or globs")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    datasets = expand_inputs([str(i) for i in inputs])
-    for line in empty_inputs([str(i) for i in inputs]):  # a watched directory before its first scan
+    datasets = expand_inputs([str(i) for i in inputs], kind.input_suffixes)
+    for line in empty_inputs([str(i) for i in inputs], kind.input_suffixes):  # a watched directory before its first scan
         logger.warning("batch %s: %s; nothing to do there", base.name, line)
 
     rows: dict[str, dict[str, Any]] = {}
-    specs: dict[str, tuple[dict[str, Any], str]] = {}
+    specs: dict[str, tuple[RecipeBase, str]] = {}
     for item in datasets:
         rows[item.dataset] = {"dataset": item.dataset, "input": item.path, "reference": item.reference,
                               "store": str(out / f"{item.dataset}.zarr"), "status": None, "reason": None,
@@ -97,7 +102,7 @@ def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: boo
             _fail(rows[item.dataset], item.problem)
             continue
         try:
-            spec, digest = _dataset_recipe(base.model_dump(), item, rows[item.dataset]["store"])
+            spec, digest = _dataset_recipe(base, item, rows[item.dataset]["store"])
         except Exception as exc:  # noqa: BLE001 - a bad input fails its own dataset only
             _fail(rows[item.dataset], exc)
             continue
@@ -117,8 +122,8 @@ def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: boo
             except StoreLocked as exc:  # another run (or batch) is writing it: fail this one only
                 _fail(rows[dataset], exc)
                 del specs[dataset]
-        jobs = _prepare(specs, rows, overwrite)
-        jobs = _calibrate(jobs, rows)
+        jobs = _prepare_stores(specs, rows, overwrite)
+        jobs = _prepare_runs(jobs, rows)
         if jobs:
             outcomes = reconstruct_stores(jobs, f"batch-{base.name}",
                                           f"Regions of {len(jobs)} dataset(s) reconstructed", hook=progress_hook)
@@ -139,7 +144,7 @@ def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: boo
     }
     _write_json(out / SUMMARY_FILE, result)
     create_table_artifact(
-        table=batch_table(result["datasets"]),
+        table=batch_table(result["datasets"], kind.table_metrics),
         key=artifact_key("batch", base.name),
         description=(f"Batch {base.name} over {len(rows)} dataset(s) in {result['wall_seconds']:.1f} s: "
                      + ", ".join(f"{n} {s}" for s, n in result["counts"].items() if n) + f"; summary {out / SUMMARY_FILE}"),
@@ -153,16 +158,16 @@ def batch(recipe: dict[str, Any], inputs: list[str], output: str, overwrite: boo
     return result
 
 
-def _dataset_recipe(base: dict[str, Any], item: BatchInput, store: str) -> tuple[dict[str, Any], str]:
+def _dataset_recipe(base: RecipeBase, item: BatchInput, store: str) -> tuple[RecipeBase, str]:
     """The recipe of one dataset: the batch recipe with this input, store and paired reference."""
-    fields = {**base, "input": item.path, "output": store, "reference": item.reference}
+    changes: dict[str, Any] = {"input": item.path, "output": store, "reference": item.reference}
     if not item.reference:
-        fields["reference_variable"] = None
-    parsed = load_recipe(fields)
-    return parsed.model_dump(), parsed.digest()
+        changes["reference_variable"] = None
+    parsed = base.with_fields(**changes)
+    return parsed, parsed.digest()
 
 
-def completed_store_summary(spec: dict[str, Any], digest: str) -> dict[str, Any] | None:
+def completed_store_summary(spec: RecipeBase, digest: str) -> dict[str, Any] | None:
     """The summary of the dataset's store if it is complete for this recipe and input, else None.
 
     Cheap on purpose (one file digest, a few small JSON reads): it is what makes a rerun over a
@@ -170,12 +175,12 @@ def completed_store_summary(spec: dict[str, Any], digest: str) -> dict[str, Any]
     prepare task then reports it properly.
     """
     try:
-        store = ResultStore.open(spec["output"])
+        store = ResultStore.open(spec.output)
     except StoreError:
         return None
     try:
         same = (store.provenance.get("recipe_digest") == digest
-                and store.provenance.get("input_digest") == input_digest(spec["input"]))
+                and store.provenance.get("input_digest") == kind_of(spec).input_digest(spec))
     except Exception:  # noqa: BLE001 - an unreadable input is the prepare task's to report
         return None
     if not same or store.pending_regions() or not store.summary:
@@ -183,8 +188,8 @@ def completed_store_summary(spec: dict[str, Any], digest: str) -> dict[str, Any]
     return store.summary
 
 
-def _prepare(specs: dict[str, tuple[dict[str, Any], str]], rows: dict[str, dict[str, Any]],
-             overwrite: bool) -> list[StoreJob]:
+def _prepare_stores(specs: dict[str, tuple[RecipeBase, str]], rows: dict[str, dict[str, Any]],
+                    overwrite: bool) -> list[StoreJob]:
     """Validate, plan and open the store of every dataset concurrently; failures stay in their row."""
     futures = {
         dataset: prepare_store_task.with_options(task_run_name=f"prepare {dataset}").submit(spec, digest, overwrite)
@@ -196,20 +201,22 @@ def _prepare(specs: dict[str, tuple[dict[str, Any], str]], rows: dict[str, dict[
         total, pending = prepared["total"], list(prepared["pending"])
         rows[dataset]["status"] = "resumed" if len(pending) < total else "done"
         layout = ResultStore.open(prepared["store"]).layout
-        tags = frozenset({"gpu"}) if uses_gpu(spec) else frozenset()
-        jobs.append(StoreJob(dataset, prepared["store"], spec, pending, layout.regions, tags, layout.leading_dim))
+        tags = frozenset({"gpu"}) if kind_of(spec).uses_gpu(spec) else frozenset()
+        jobs.append(StoreJob(dataset, prepared["store"], spec, pending, layout.regions, tags, layout.leading_dim,
+                             prepare=prepared["prepare"]))
     return jobs
 
 
-def _calibrate(jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) -> list[StoreJob]:
-    """Calibrate the datasets whose recipe asks for it (before their regions); drop failures."""
+def _prepare_runs(jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) -> list[StoreJob]:
+    """Run each dataset's one-off preparation where its plan asks for one (before its regions);
+    drop the datasets whose preparation failed."""
     futures = {
-        job.dataset: calibrate_task.with_options(task_run_name=f"calibrate {job.dataset}", tags=set(job.tags))
+        job.dataset: prepare_task.with_options(task_run_name=f"{job.prepare} {job.dataset}", tags=set(job.tags))
         .submit(job.store_path, job.recipe)
-        for job in jobs if job.recipe.get("calibration") and job.pending
+        for job in jobs if job.prepare and job.pending
     }
-    calibrated = _gather(futures, rows)
-    return [job for job in jobs if job.dataset not in futures or job.dataset in calibrated]
+    prepared = _gather(futures, rows)
+    return [job for job in jobs if job.dataset not in futures or job.dataset in prepared]
 
 
 def _report(name: str, jobs: list[StoreJob], rows: dict[str, dict[str, Any]]) -> None:
@@ -239,9 +246,11 @@ def _fail(row: dict[str, Any], error: BaseException | str) -> None:
     row.update(status="failed", reason=" ".join(text.split()))
 
 
-def batch_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per dataset for the table artifact and the terminal: status, metrics, time, store."""
-    metrics = [m for m in METRIC_COLUMNS if any(_finite(r["metrics"].get(m)) for r in rows)]
+def batch_table(rows: list[dict[str, Any]], metric_columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per dataset for the table artifact and the terminal: status, metrics, time, store.
+
+    ``metric_columns``: the kind's ``table_metrics``; those no dataset has are left out."""
+    metrics = [m for m in metric_columns if any(_finite(r["metrics"].get(m)) for r in rows)]
     table = []
     for row in rows:
         line = {"dataset": row["dataset"], "status": row["status"]}

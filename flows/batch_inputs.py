@@ -1,10 +1,11 @@
 """What `inversa batch` INPUTS mean: files, directories and globs, turned into named datasets.
 
 - A file (or a zarr directory) is one dataset.
-- A directory is every measurement inside it, not recursive: files ending in one of
-  `MEASUREMENT_SUFFIXES` (CT files, field CSVs, PIV frames) and zarr directories, except hidden ones and inversa result stores
-  (so `--output` may sit inside a watched directory). The readers themselves decide the format
-  from the content; the suffix only decides what a directory listing picks up.
+- A directory is every measurement inside it, not recursive: files ending in one of the recipe's
+  kind's `input_suffixes` (CT files; field CSVs, NetCDF, PIV frames) and zarr directories, except
+  hidden ones and inversa result stores (so `--output` may sit inside a watched directory). The
+  readers themselves decide the format from the content; the suffix only decides what a
+  directory listing picks up.
 - A pattern with `*`, `?` or `[` is expanded here (`**` recurses), so it works quoted or not and
   on every shell; a pattern that matches nothing is reported as a failed input.
 
@@ -22,10 +23,8 @@ from pathlib import Path
 
 from inversa.data.readers.sniff import is_zarr_directory
 from inversa.data.store import META_DIR, MARKER_FILE
-from inversa.tasks.plan import dataset_name
+from inversa.tasks.core.inputs import dataset_name
 
-MEASUREMENT_SUFFIXES = (".nc", ".h5", ".hdf5", ".mat", ".npy", ".npz", ".zarr",
-                        ".csv", ".csv.gz", ".csv.xz", ".csv.bz2", ".vec")  # the last: field stations, PIV frames
 REFERENCE_TAG = "_truth"
 GLOB_CHARACTERS = set("*?[")
 
@@ -40,18 +39,19 @@ class BatchInput:
     problem: str | None = None
 
 
-def expand_inputs(inputs: list[str]) -> list[BatchInput]:
-    """The datasets named by `inputs`, in the order given (directories and globs sorted)."""
+def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[BatchInput]:
+    """The datasets named by `inputs`, in the order given (directories and globs sorted);
+    `suffixes`: the file names a directory or glob contributes (the kind's input suffixes)."""
     found: list[Path] = []
     problems: list[BatchInput] = []
     for given in inputs:
         text = str(given)
         if GLOB_CHARACTERS & set(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
-            matches = [m for m in matches if _is_measurement(m)]
+            matches = [m for m in matches if _is_measurement(m, suffixes)]
             found.extend(matches)  # matching nothing yet is not a failure (a watched pattern): see empty_inputs
         elif Path(text).is_dir() and not is_zarr_directory(Path(text)):
-            found.extend(sorted(p for p in Path(text).iterdir() if _is_measurement(p)))
+            found.extend(sorted(p for p in Path(text).iterdir() if _is_measurement(p, suffixes)))
         elif not Path(text).exists():
             problems.append(BatchInput(_name_of(text), text, problem=f"{text}: no such file or directory"))
         else:
@@ -78,7 +78,7 @@ def expand_inputs(inputs: list[str]) -> list[BatchInput]:
     return datasets
 
 
-def empty_inputs(inputs: list[str]) -> list[str]:
+def empty_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[str]:
     """Directories and globs among `inputs` that name no measurement file (yet), for a warning.
 
     A watched directory is empty until the first scan arrives, so this is nothing to do, not a
@@ -87,21 +87,21 @@ def empty_inputs(inputs: list[str]) -> list[str]:
     empty = []
     for given in map(str, inputs):
         if GLOB_CHARACTERS & set(given):
-            if not any(_is_measurement(Path(m)) for m in glob.glob(given, recursive=True)):
+            if not any(_is_measurement(Path(m), suffixes) for m in glob.glob(given, recursive=True)):
                 empty.append(f"{given}: no measurement file matches")
         elif Path(given).is_dir() and not is_zarr_directory(Path(given)):
-            if not any(_is_measurement(p) for p in Path(given).iterdir()):
+            if not any(_is_measurement(p, suffixes) for p in Path(given).iterdir()):
                 empty.append(f"{given}: no measurement files in this directory (expected names ending in "
-                             f"{', '.join(MEASUREMENT_SUFFIXES)})")
+                             f"{', '.join(suffixes)})")
     return empty
 
 
-def _is_measurement(path: Path) -> bool:
+def _is_measurement(path: Path, suffixes: tuple[str, ...]) -> bool:
     if path.name.startswith("."):
         return False
     if path.is_dir():
         return is_zarr_directory(path) and not (path / META_DIR / MARKER_FILE).exists()
-    return path.is_file() and path.name.lower().endswith(MEASUREMENT_SUFFIXES)
+    return path.is_file() and path.name.lower().endswith(tuple(suffixes))
 
 
 def _reference_of(path: Path) -> str | None:

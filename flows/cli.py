@@ -2,6 +2,8 @@
 
 Every command validates before it computes and exits non-zero with one clear line when
 something is wrong (no traceback for a user's mistake); `--debug` shows the traceback.
+Modules that import Prefect are imported inside the commands that run flows: Prefect reads its
+settings once, at import, and `main` sets them first (and `check` and `show` never pay for it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,20 @@ import sys
 import textwrap
 from pathlib import Path
 
+from inversa.data.store import ResultStore
+from inversa.data.store_lock import check_unlocked
 from inversa.flows import cli_batch, cli_field_study, cli_serve, cli_server
+from inversa.flows.runtime import local_run_settings
+from inversa.flows.server import use_running_server
+from inversa.flows.terminal import region_bar, training_bar
+from inversa.flows.task_runners import LocalCallback, add_runner_arguments, make_task_runner, runner_from
+from inversa.tasks.core.devices import resolve_device
+from inversa.tasks.core.previews import write_preview_png
+from inversa.tasks.core.prior_recipe import load_prior_recipe
+from inversa.tasks.core.recipe import load_recipe
+from inversa.tasks.core.stores import check_output, human_bytes, make_plan
+from inversa.tasks.core.training import check_run_directory
+from inversa.tasks.kinds import kind_of, kind_of_provenance
 
 
 def _quiet_prefect_defaults() -> None:
@@ -42,7 +57,7 @@ EXAMPLES = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inversa",
-        description="Uncertainty-aware reconstruction pipelines (CT today; MRI and PDE fields next).",
+        description="Uncertainty-aware reconstruction pipelines (CT sinograms and sparse PDE field observations).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()),
     )
@@ -72,8 +87,6 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "Run a recipe through the reconstruct flow into a zarr store.")
     recipe_args(run)
     run.add_argument("--overwrite", action="store_true", help="replace a store written by another run")
-    from inversa.flows.task_runners import add_runner_arguments
-
     add_runner_arguments(run)
 
     check = add("check", "Validate a recipe and its input and print the plan; writes nothing.")
@@ -102,85 +115,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from inversa.flows.recipe import load_recipe
-    from inversa.tasks.plan import make_plan
-
     recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
-    plan = make_plan(recipe.model_dump())
+    plan = make_plan(recipe)
     if args.json:
         print(json.dumps({"recipe": recipe.model_dump(), "recipe_digest": recipe.digest(), "plan": plan.as_dict()},
                          indent=2, default=str))
         return 0
-    if recipe.kind == "field":
-        print(f"recipe     {recipe.name}  ({recipe.digest()[:19]})")
-        for line in plan.describe(recipe.region_size):
-            print(line)
-        print(f"output     {plan.output or '(none given: pass --output to run)'}")
-        return 0
     print(f"recipe     {recipe.name}  ({recipe.digest()[:19]})")
-    print(f"input      {plan.input}")
-    print(f"measured   {plan.n_slices} slice(s) x {plan.n_angles} views ({plan.angle_span_deg:.1f} deg) "
-          f"x {plan.n_det} detectors, {plan.geometry} beam")
-    print(f"grid       {plan.image_size} x {plan.image_size} at {plan.pixel_size_mm:.4g} mm")
-    print(f"method     {plan.method} {plan.method_params}, {plan.samples} sample(s)")
-    print(f"regions    {len(plan.regions)} of up to {recipe.region_size} slice(s)")
-    print(f"memory     about {_human_bytes(plan.estimated_memory_bytes)} per worker")
-    print(f"storage    at most {_human_bytes(plan.estimated_storage_bytes)} (before compression)")
+    for line in kind_of(recipe).describe(recipe, plan):
+        print(line)
+    print(f"memory     about {human_bytes(plan.estimated_memory_bytes)} per worker")
+    print(f"storage    at most {human_bytes(plan.estimated_storage_bytes)} (before compression)")
     print(f"output     {plan.output or '(none given: pass --output to run)'}")
     return 0
 
 
-def _terminal_progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("regions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        transient=False, disable=not sys.stderr.isatty())
-    state: dict = {}
-
-    def hook(done: int, total: int) -> None:
-        if "task" not in state:
-            progress.start()
-            state["task"] = progress.add_task("regions", total=total)
-        progress.update(state["task"], completed=done, total=total)
-        if done >= total:
-            progress.stop()
-
-    return hook, progress
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from inversa.flows import reconstruct as module
-    from inversa.flows.recipe import load_recipe
-
     recipe = load_recipe(args.recipe, args.set, input=args.input, output=args.output, reference=args.reference)
     if not recipe.output:
         raise ValueError(f"recipe {recipe.name!r}: no output store; give one with --output STORE")
-    from inversa.data.store_lock import check_unlocked
-
     check_unlocked(recipe.output)  # another run writes this store: refuse before Prefect starts
-    from inversa.tasks.plan import check_output, make_plan
-
-    make_plan(recipe.model_dump())  # fail on a bad input before Prefect starts
-    check_output(recipe.model_dump(), recipe.digest(), args.overwrite)
-    from inversa.flows.task_runners import LocalCallback, make_task_runner, runner_from
+    make_plan(recipe)  # fail on a bad input before Prefect starts
+    check_output(recipe, recipe.digest(), args.overwrite)
+    from inversa.flows import reconstruct as module
 
     runner = make_task_runner(runner_from(args, recipe.runner.model_dump() if recipe.runner else None))
-    hook, bar = _terminal_progress()
+    hook, bar = region_bar()
     module.progress_hook = LocalCallback(hook)
-    from inversa.flows.runtime import local_run_settings
-
     try:
         with local_run_settings():
-            result = module.reconstruct.with_options(task_runner=runner)(recipe.model_dump(), overwrite=args.overwrite)
+            result = module.reconstruct.with_options(task_runner=runner)(recipe, overwrite=args.overwrite)
     finally:
         bar.stop()
         module.progress_hook = None
@@ -188,44 +153,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), transient=False, disable=not sys.stderr.isatty())
-    state: dict = {}
-
-    def hook(done: int, total: int, loss: float) -> None:
-        shown = "-" if loss != loss else f"{loss:.4f}"
-        if "task" not in state:
-            progress.start()
-            state["task"] = progress.add_task("steps", total=total, completed=done, loss=shown)
-        progress.update(state["task"], completed=done, total=total, loss=shown)
-
-    return hook, progress
-
-
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    from inversa.flows.prior_recipe import load_prior_recipe
-
     recipe = load_prior_recipe(args.recipe, args.set, output=args.output)
     if not recipe.output:
         raise ValueError(f"prior recipe {recipe.name!r}: no output directory; give one with --output DIR")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: expected a positive number of steps")
-    from inversa.tasks.measurement import resolve_device
-    from inversa.tasks.training import check_run_directory
-
     resolve_device(recipe.device)  # fail on a missing GPU before Prefect starts
-    check_run_directory(recipe.model_dump(), recipe.output)  # and on another recipe's directory
+    check_run_directory(recipe, recipe.output)  # and on another recipe's directory
     from inversa.flows import train_prior as module
-    from inversa.flows.runtime import local_run_settings
 
-    hook, bar = _training_progress()
+    hook, bar = training_bar()
     module.progress_hook = hook
     try:
         with local_run_settings():
-            result = module.train_prior(recipe.model_dump(), output=recipe.output, steps=args.steps)
+            result = module.train_prior(recipe, output=recipe.output, steps=args.steps)
     finally:
         bar.stop()
         module.progress_hook = None
@@ -238,13 +180,11 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         print(f"resume     rerun {again} to train the remaining {total - done} steps")
     print(f"use it     inversa run ct-dds --input STUDY --output OUT.zarr --set method.params.prior={prior}")
     print("           (or method.params.prior in any diffusion recipe: ct-dps, ct-reddiff, htc2022-dds, ...)")
-    print(f"           python: from tasks.training import load_prior; prior = load_prior({str(prior)!r})")
+    print(f"           python: from inversa.tasks.core.priors import load_prior; prior = load_prior({str(prior)!r})")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from inversa.data.store import ResultStore
-
     store = ResultStore.open(args.store)
     ds = store.to_xarray()
     doc = {
@@ -259,23 +199,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         "provenance": store.provenance,
     }
     if args.png:
-        import numpy as np
-
-        from inversa.data.png import side_by_side, write_png
-
-        from inversa.tasks.field_report import field_panels, is_field_store
-
-        if is_field_store(store):
-            panels, _ = field_panels(store, args.slice)
-        else:
-            if not 0 <= args.slice < ds.sizes["slice"]:
-                raise ValueError(f"{args.store}: --slice {args.slice}: expected 0..{ds.sizes['slice'] - 1}")
-            one = ds.isel(slice=args.slice)
-            panels = [np.asarray(one["mean"].values)]
-            if np.isfinite(one["std"].values).any():
-                panels.append(np.asarray(one["std"].values))
-        write_png(args.png, side_by_side(panels))
-        doc["png"] = str(Path(args.png).resolve())
+        preview = kind_of_provenance(store.provenance).preview(store, args.slice)
+        doc["png"] = str(write_preview_png(preview, args.png).resolve())
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
         return 0
@@ -299,7 +224,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from inversa.flows.demo import run_demo
-    from inversa.flows.runtime import local_run_settings
 
     with local_run_settings():
         run_demo(Path(args.output))
@@ -314,8 +238,6 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_sh
 def main(argv: list[str] | None = None) -> int:
     _quiet_prefect_defaults()
     if "prefect" not in sys.modules:  # Prefect reads its settings once, at import
-        from inversa.flows.server import use_running_server
-
         use_running_server()  # runs show up in `inversa server`'s UI when one is running
     args = _parser().parse_args(argv)
     try:

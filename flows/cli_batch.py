@@ -11,6 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from inversa.flows.runtime import local_run_settings
+from inversa.flows.terminal import region_bar
+from inversa.flows.task_runners import LocalCallback, add_runner_arguments, make_task_runner, runner_from
+from inversa.tasks.core.recipe import load_recipe
+from inversa.tasks.kinds import kind_of
+
 EXAMPLE = "inversa batch ct-tv scans/ 'more/*.nc' extra.h5 --output results/ --workers 2"
 
 
@@ -27,32 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set a recipe field by dotted path, e.g. method.params.max_iter=200")
     parser.add_argument("--overwrite", action="store_true", help="replace stores written by another recipe or input")
     parser.add_argument("--json", action="store_true", help="print the batch summary as JSON instead of a table")
-    from inversa.flows.task_runners import add_runner_arguments
-
     add_runner_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from inversa.flows.recipe import load_recipe
-
     recipe = load_recipe(args.recipe, args.set)  # a bad recipe fails here, before Prefect starts
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output}: exists and is not a directory; expected a directory for the stores")
 
-    from inversa.flows import batch as module
-    from inversa.flows.cli import _terminal_progress
-    from inversa.flows.runtime import local_run_settings
-    from inversa.flows.task_runners import LocalCallback, make_task_runner, runner_from
+    from inversa.flows import batch as module  # imports Prefect: after the CLI has set its settings
 
     runner = make_task_runner(runner_from(args, recipe.runner.model_dump() if recipe.runner else None))
-    hook, bar = _terminal_progress()
+    hook, bar = region_bar()
     module.progress_hook = LocalCallback(hook)  # the flow's globals travel to Dask workers: no lock in them
     failure = None
     try:
         with local_run_settings():
             result = module.batch.with_options(task_runner=runner)(
-                recipe.model_dump(), [str(i) for i in args.inputs], str(output), overwrite=args.overwrite)
+                recipe, [str(i) for i in args.inputs], str(output), overwrite=args.overwrite)
     except module.DatasetsFailed as exc:
         failure = exc
         result = json.loads((output / module.SUMMARY_FILE).read_text())
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        print_table(module.batch_table(result["datasets"]))
+        print_table(module.batch_table(result["datasets"], kind_of(recipe).table_metrics))
         counts = ", ".join(f"{n} {s}" for s, n in result["counts"].items() if n)
         print(f"\n{counts} in {result['wall_seconds']:.1f} s; summary {output / module.SUMMARY_FILE}")
     if failure is not None:

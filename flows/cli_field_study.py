@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from inversa.data.synthetic_fields import simulate_darcy_study, simulate_heat_study
+
 STUDIES = ("darcy", "heat")
 EXAMPLE = "inversa field-study darcy --output darcy.nc --set n_sensors=100 --set coefficient=constant"
 
@@ -25,8 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_field_study(study: str, output: str | Path, settings: dict) -> tuple[Path, Path]:
-    from inversa.data.synthetic_fields import simulate_darcy_study, simulate_heat_study
-
     simulate = {"darcy": simulate_darcy_study, "heat": simulate_heat_study}[study]
     accepted = set(inspect.signature(simulate).parameters)
     unknown = sorted(set(settings) - accepted)

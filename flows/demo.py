@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from inversa.data.synthetic import write_study
+from inversa.flows.cli_field_study import write_field_study
 from inversa.flows.reconstruct import reconstruct
-from inversa.flows.recipe import load_recipe
+from inversa.tasks.core.recipe import load_recipe
 
 DEMO_STUDY = {
     "kind": "htc-discs",
@@ -65,7 +66,7 @@ def _fmt_g(value: float) -> str:
 def _timed_run(recipe) -> dict:
     """Run a recipe through the flow; its summary plus the wall time the user waited."""
     started = time.perf_counter()
-    result = reconstruct(recipe.model_dump(), overwrite=True)
+    result = reconstruct(recipe, overwrite=True)
     return {**result, "wall_seconds": time.perf_counter() - started}
 
 
@@ -119,8 +120,6 @@ def run_demo(output: Path) -> list[dict]:
 
 
 def run_field_demo(output: Path) -> list[dict]:
-    from inversa.flows.cli_field_study import write_field_study
-
     observations, truth = write_field_study("darcy", output / "demo-darcy.nc", DEMO_FIELD_STUDY)
     print(f"\nsimulated Darcy flow seen by {DEMO_FIELD_STUDY['n_sensors']} noisy sensors: {observations}")
     rows = []

@@ -1,26 +1,29 @@
 """The region loop shared by the `reconstruct` and `batch` flows.
 
 Both flows hand over the stores to fill (one `StoreJob` each); this groups their pending regions
-into coarse work units (tasks/work_units.py), submits one `reconstruct-regions` task per unit,
-advances one progress artifact as units finish, and collects failures per dataset instead of
-stopping at the first, so a failing dataset never stops the others.
+into coarse work units (tasks/core/work_units.py), submits one `reconstruct-regions` task per
+unit, keeps one progress artifact (region tasks in this process move it within their regions;
+finished units move it in any case), and collects failures per dataset instead of stopping at
+the first, so a failing dataset never stops the others.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 
 from inversa.data.store import axis_words
+from inversa.tasks.core.recipe import RecipeBase
+from inversa.tasks.core.work_units import WorkUnit, work_units
 from inversa.tasks.gpu import gpu_annotations
 from inversa.tasks.pipeline import RegionFailed, reconstruct_regions_task
-from inversa.tasks.report import ProgressArtifact
-from inversa.tasks.work_units import WorkUnit, work_units
+from inversa.tasks.report import ProgressArtifact, live_progress
 
 DEFAULT_WORKERS = 2
 
@@ -31,11 +34,12 @@ class StoreJob:
 
     dataset: str
     store_path: str
-    recipe: dict[str, Any]
+    recipe: RecipeBase
     pending: list[int]
     regions: list[tuple[int, int]]  # (start, stop) of every region of the store, for task names
     tags: frozenset[str] = frozenset()
     axis: str = "slice"  # the store's region axis (data.store.LEADING_DIMS), for names and messages
+    prepare: str | None = None  # the kind's one-off step before the regions (Plan.prepare), if any
 
 
 @dataclass
@@ -107,14 +111,15 @@ def reconstruct_stores(
     jobs: list[StoreJob],
     progress_key: str,
     description: str,
-    hook: Callable[[int, int], None] | None = None,
+    hook: Callable[[float, int], None] | None = None,
     workers: int | None = None,
     max_units: int | None = None,
 ) -> dict[str, StoreOutcome]:
     """Reconstruct the pending regions of every job; returns each dataset's outcome.
 
     The progress artifact (and `hook(done, total)`, for a terminal bar) counts regions of all
-    jobs, those finished before this call included, and advances as each unit finishes.
+    jobs, those finished before this call included; it moves within regions while their tasks
+    run in this process, and as each unit finishes in any case.
     """
     logger = get_run_logger()
     by_dataset = {job.dataset: job for job in jobs}
@@ -127,33 +132,32 @@ def reconstruct_stores(
     if units:
         logger.info("%d pending regions of %d dataset(s) in %d task runs for %d worker(s)",
                     total - done, len(jobs), len(units), workers)
-    bar = ProgressArtifact(progress_key, total, done, description=description)
+    bar = ProgressArtifact(progress_key, total, done, description=description, hook=hook)
     if hook:
         hook(done, total)
     outcomes = {job.dataset: StoreOutcome(job.dataset) for job in jobs}
 
-    futures = {}
-    for unit in units:
-        job = by_dataset[unit.dataset]
-        task = reconstruct_regions_task.with_options(task_run_name=unit_name(job, unit), tags=set(job.tags))
-        with gpu_annotations(job.recipe):  # on Dask, GPU units go to workers with a free GPU
-            futures[task.submit(job.store_path, list(unit.regions), job.recipe)] = unit
-
     try:
-        for future in as_completed(list(futures)):
-            unit = futures[future]
-            try:
-                future.result()
-                finished = len(unit.regions)
-            except Exception as exc:  # noqa: BLE001 - collect them all; the caller decides
-                failure = _failure(unit, exc)
-                outcomes[unit.dataset].failures.append(failure)
-                finished = unit.regions.index(failure.index)
-                logger.error("%s: region %d failed: %s", unit.dataset, failure.index, exc)
-            for _ in range(finished):
-                bar.advance(description=f"{bar.done + 1}/{total} regions")
-            if hook and finished:
-                hook(bar.done, total)
+        with live_progress(flow_run.id, bar):
+            futures = {}
+            for unit in units:
+                job = by_dataset[unit.dataset]
+                task = reconstruct_regions_task.with_options(task_run_name=unit_name(job, unit), tags=set(job.tags))
+                with gpu_annotations(job.recipe):  # on Dask, GPU units go to workers with a free GPU
+                    futures[task.submit(job.store_path, list(unit.regions), job.recipe)] = unit
+            for future in as_completed(list(futures)):
+                unit = futures[future]
+                job = by_dataset[unit.dataset]
+                try:
+                    future.result()
+                    finished = len(unit.regions)
+                except Exception as exc:  # noqa: BLE001 - collect them all; the caller decides
+                    failure = _failure(unit, exc)
+                    outcomes[unit.dataset].failures.append(failure)
+                    finished = unit.regions.index(failure.index)
+                    logger.error("%s: region %d failed: %s", unit.dataset, failure.index, exc)
+                for index in unit.regions[:finished]:  # a task in another process could not say so itself
+                    bar.complete((job.store_path, index))
     finally:
         bar.close()
     return outcomes

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inversa.tasks.core.recipe import load_recipe
+
 BATCH_ENTRYPOINT = "inversa.flows.batch:batch"
 GLOB_CHARS = "*?["
 
@@ -72,14 +74,11 @@ def scheduled_batch(
     timezone: str = "UTC",
 ) -> ScheduledBatch:
     """Validate the recipe, inputs and schedule into the deployment to serve."""
-    from inversa.flows.recipe import load_recipe
-
     if not inputs:
         raise ServeError("--inputs: give at least one directory, file or glob to watch")
     parsed = load_recipe(recipe, overrides)
-    spec = parsed.model_dump()
-    spec["input"] = None
-    spec["output"] = None
+    # A deployment's parameters are JSON: the recipe's fields, without this command's paths.
+    spec = parsed.with_fields(input=None, output=None).model_dump(mode="json")
     validate_cron(cron, timezone)
     out = Path(output).expanduser().resolve()
     if out.exists() and not out.is_dir():

@@ -14,18 +14,19 @@ from typing import Any, Callable
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from inversa.flows.prior_recipe import load_prior_recipe
-from inversa.tasks.measurement import resolve_device
-from inversa.tasks.report import artifact_key
-from inversa.tasks.training_tasks import StepProgress, open_run_task, report_task, train_chunk_task
+from inversa.tasks.core.devices import resolve_device
+from inversa.tasks.core.prior_recipe import PriorRecipe, load_prior_recipe
+from inversa.tasks.report import ProgressArtifact, artifact_key
+from inversa.tasks.training_tasks import open_run_task, report_task, train_chunk_task
 
 # Set by the command line to draw a terminal progress bar: called with (done, stop, loss).
 progress_hook: Callable[[int, int, float], None] | None = None
 
 
 def _run_name() -> str:
-    recipe = (flow_run.parameters or {}).get("recipe") or {}
-    return f"train-prior | {recipe.get('name', 'prior')}"
+    recipe = (flow_run.parameters or {}).get("recipe")
+    name = recipe.name if isinstance(recipe, PriorRecipe) else (recipe or {}).get("name", "prior")
+    return f"train-prior | {name}"
 
 
 def chunks(completed: int, stop: int, every: int) -> list[tuple[int, int]]:
@@ -39,7 +40,8 @@ def chunks(completed: int, stop: int, every: int) -> list[tuple[int, int]]:
 
 
 @flow(name="train-prior", flow_run_name=_run_name, log_prints=True, validate_parameters=False)
-def train_prior(recipe: dict[str, Any], output: str | None = None, steps: int | None = None) -> dict[str, Any]:
+def train_prior(recipe: PriorRecipe | dict[str, Any], output: str | None = None, steps: int | None = None
+                ) -> dict[str, Any]:
     """Train (or resume) the prior of ``recipe`` in ``output`` (default: the recipe's ``output``).
 
     ``steps``: stop once this many steps are complete (default: all of the recipe's
@@ -47,12 +49,12 @@ def train_prior(recipe: dict[str, Any], output: str | None = None, steps: int | 
     """
     logger = get_run_logger()
     progress = progress_hook
-    parsed = load_prior_recipe(dict(recipe), output=output)
+    parsed = load_prior_recipe(recipe, output=output)
     if not parsed.output:
         raise ValueError(f"prior recipe {parsed.name!r}: no output directory; give one with --output DIR")
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    spec, out = parsed.model_dump(), parsed.output
+    spec, out = parsed, parsed.output
     device = str(resolve_device(parsed.device))
     tags = ["gpu"] if device.startswith("cuda") else []
 
@@ -63,7 +65,7 @@ def train_prior(recipe: dict[str, Any], output: str | None = None, steps: int | 
     logger.info("%s: %d of %d steps done in %s; training to step %d in %d chunk(s) on %s",
                 parsed.name, completed, total, out, max(stop, completed), len(work), device)
     key = artifact_key("train-prior", parsed.name)
-    bar = StepProgress(key, total, completed, description=f"Training steps of {parsed.name}")
+    bar = ProgressArtifact(key, total, completed, description=f"Training steps of {parsed.name}")
     if progress:
         progress(min(completed, stop), stop, math.nan)
 
@@ -79,7 +81,7 @@ def train_prior(recipe: dict[str, Any], output: str | None = None, steps: int | 
                        and checkpoint % parsed.preview_every == 0)
             result = train_chunk_task.with_options(task_run_name=f"steps {start + 1}-{end}", tags=tags)(
                 spec, out, device, end, preview, key, on_step)
-            bar.advance_to(result["completed_steps"], description=f"{result['completed_steps']}/{total} steps, "
+            bar.move_to(result["completed_steps"], description=f"{result['completed_steps']}/{total} steps, "
                            f"loss {result['final_loss']:.4g}")
             logger.info("steps %d-%d: loss %.4g, %.3f s per step", start + 1, end, result["final_loss"],
                         result["seconds"] / max(result["steps_taken"], 1))

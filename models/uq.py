@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from scipy.stats import norm
 
 
 def _array(x, name: str) -> np.ndarray:
@@ -273,3 +274,21 @@ def scale_interval(mean, lower, upper, lam: float) -> tuple[np.ndarray, np.ndarr
     """Widen (``lam > 1``) or narrow the interval about the mean by ``lam``."""
     m, lo, hi = (_array(a, n) for a, n in ((mean, "mean"), (lower, "lower"), (upper, "upper")))
     return m - lam * (m - lo), m + lam * (hi - m)
+
+
+def interval_z(level: float) -> float:
+    """Half-width, in standard deviations, of the central ``level`` interval of a normal."""
+    if not 0 < level < 1:
+        raise ValueError(f"credible_level must lie in (0, 1), got {level}")
+    return float(norm.ppf((1.0 + level) / 2.0))
+
+
+def gaussian_interval(mean, std, level: float, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``mean -+ z * scale * std`` as float32 (``scale``: a calibration factor, 1 without one).
+
+    Every stored interval of every problem kind is made here, so one rule holds throughout:
+    exact for Gaussian posteriors, and made honest for the others by the calibration scale.
+    """
+    half = (interval_z(level) * float(scale)) * np.asarray(std)
+    mean = np.asarray(mean)
+    return (mean - half).astype(np.float32), (mean + half).astype(np.float32)

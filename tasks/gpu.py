@@ -22,9 +22,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
 
-from inversa.tasks.measurement import uses_gpu
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError, ObjectNotFound
+
+from inversa.tasks.core.devices import uses_gpu
+from inversa.tasks.core.recipe import RecipeBase
 
 GPU_LIMIT = "inversa-gpu"  # the Prefect global concurrency limit GPU tasks take a slot of
 GPU_RESOURCE = "GPU"  # the Dask worker resource GPU tasks request one unit of
@@ -34,14 +40,14 @@ _limits_seen: set[tuple[str, str]] = set()  # (api url, limit) found to exist: n
 _missing_reported: set[tuple[str, str]] = set()
 
 
-def gpu_annotations(recipe: dict[str, Any]) -> AbstractContextManager:
+def gpu_annotations(recipe: RecipeBase) -> AbstractContextManager:
     """Submit the tasks created inside to Dask workers with a free `GPU` resource.
 
     A no-op unless the recipe runs on a GPU and the current flow's task runner is Dask. When
     the cluster has workers and none declares a GPU, the request could never be met and the
     tasks would wait forever: then the tasks are submitted without it, with a warning.
     """
-    if not uses_gpu(recipe):
+    if not uses_gpu(recipe.device):
         return nullcontext()
     runner = _current_dask_runner()
     if runner is None:
@@ -50,17 +56,15 @@ def gpu_annotations(recipe: dict[str, Any]) -> AbstractContextManager:
         _run_logger().warning(
             "recipe %r runs on a GPU but no Dask worker declares a %r resource; submitting without it "
             "(start workers with --resources %s=1 to place GPU tasks)",
-            recipe.get("name"), GPU_RESOURCE, GPU_RESOURCE,
+            recipe.name, GPU_RESOURCE, GPU_RESOURCE,
         )
         return nullcontext()
-    import dask
+    import dask  # only a Dask runner gets here; thread-runner flows never import it
 
     return dask.annotate(resources={GPU_RESOURCE: 1})
 
 
 def _current_dask_runner():
-    from prefect.context import FlowRunContext
-
     ctx = FlowRunContext.get()
     runner = getattr(ctx, "task_runner", None) if ctx else None
     if runner is None:
@@ -78,27 +82,22 @@ def _cluster_declares_gpus(runner) -> bool:
 
 
 @contextmanager
-def gpu_slot(recipe: dict[str, Any], limit: str = GPU_LIMIT, timeout_seconds: float | None = None) -> Iterator[None]:
+def gpu_slot(recipe: RecipeBase, limit: str = GPU_LIMIT, timeout_seconds: float | None = None) -> Iterator[None]:
     """Hold one slot of the Prefect concurrency limit `limit` while the GPU work runs.
 
     Waits for a free slot (forever, or `timeout_seconds` then `TimeoutError`). The slot is a
     lease that Prefect renews while held, so a worker killed mid-task frees it when the lease
     runs out instead of leaking it.
     """
-    if not uses_gpu(recipe) or not _limit_exists(limit):
+    if not uses_gpu(recipe.device) or not _limit_exists(limit):
         yield
         return
-    from prefect.concurrency.sync import concurrency
-
     with concurrency(limit, occupy=1, timeout_seconds=timeout_seconds, strict=False):
         yield
 
 
 def _limit_exists(limit: str) -> bool:
     """Ask the API once per process whether the limit exists (again each time while it does not)."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
     with get_client(sync_client=True) as client:
         key = (str(client.api_url), limit)
         if key in _limits_seen:
@@ -118,9 +117,6 @@ def _limit_exists(limit: str) -> bool:
 
 
 def _run_logger():
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
     try:
         return get_run_logger()
     except MissingContextError:

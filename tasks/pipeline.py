@@ -1,7 +1,10 @@
-"""The Prefect tasks of a reconstruction run: coarse units that pass paths, not arrays.
+"""The Prefect tasks of a reconstruction run: thin wrappers around the problem kind's own code.
 
-Retries are for transient failures only: an invalid input or recipe fails at once with its
-message, because retrying it would only repeat the same error three times, slower.
+Every task takes the typed recipe and passes paths, indices and digests, never arrays, and
+reaches the kind only through the registry (inversa.tasks.kinds), so one set of tasks serves
+CT, fields and any later kind. Retries are for transient failures only: an invalid input or
+recipe fails at once with its message, because retrying it would only repeat the same error
+three times, slower.
 """
 
 from __future__ import annotations
@@ -11,17 +14,22 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 
 from inversa.data.errors import InvalidMeasurement
 from inversa.data.store import ResultStore, axis_words
-from inversa.tasks.calibration import CALIBRATION_FILE, calibrate
-from inversa.tasks.field_run import ensure_fit
+from inversa.tasks.core.kind import Plan
+from inversa.tasks.core.recipe import RecipeBase
+from inversa.tasks.core.stores import create_store, make_plan
 from inversa.tasks.gpu import gpu_slot
-from inversa.tasks.plan import Plan, create_store, make_plan
-from inversa.tasks.region import TransientError, reconstruct_region
-from inversa.tasks.report import publish_report, summarize
+from inversa.tasks.kinds import kind_of, kind_of_provenance
+from inversa.tasks.report import ProgressArtifact, flow_progress, publish_report
 
 PERMANENT = (InvalidMeasurement, ValueError, TypeError, KeyError, FileNotFoundError, NotImplementedError)
+
+
+class TransientError(RuntimeError):
+    """An error worth retrying (I/O hiccup, device busy); anything else fails at once."""
 
 
 class RegionFailed(RuntimeError):
@@ -57,16 +65,22 @@ def retry_on_transient(task, task_run, state) -> bool:
     return isinstance(exc, BaseException) and is_transient(exc)
 
 
+def retrying_task(fn, name: str):
+    """A task that retries twice with backoff, on transient errors only."""
+    return task(fn, name=name, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+                retry_condition_fn=retry_on_transient)
+
+
 plan_task = task(make_plan, name="plan", cache_policy=NO_CACHE)
 
 
 @task(name="create-store", cache_policy=NO_CACHE)
-def create_store_task(recipe: dict[str, Any], recipe_digest: str, plan: Plan, overwrite: bool) -> str:
+def create_store_task(recipe: RecipeBase, recipe_digest: str, plan: Plan, overwrite: bool) -> str:
     return str(create_store(recipe, recipe_digest, plan, overwrite).path)
 
 
 @task(name="prepare-store", cache_policy=NO_CACHE)
-def prepare_store_task(recipe: dict[str, Any], recipe_digest: str, overwrite: bool) -> dict[str, Any]:
+def prepare_store_task(recipe: RecipeBase, recipe_digest: str, overwrite: bool) -> dict[str, Any]:
     """Validate one input, plan it and create (or reopen) its store: the batch's per-dataset check.
 
     Run once per dataset, so an unreadable or invalid input fails only its own task, before any
@@ -74,57 +88,68 @@ def prepare_store_task(recipe: dict[str, Any], recipe_digest: str, overwrite: bo
     """
     plan = make_plan(recipe)
     store = create_store(recipe, recipe_digest, plan, overwrite)
-    if getattr(plan, "global_fit", False) and store.pending_regions():
-        ensure_fit(str(store.path), recipe)  # a field's one-off fit, before any of its regions
     return {
         "store": str(store.path),
         "pending": store.pending_regions(),
         "total": len(store.regions),
         "method": plan.method,
         "n_slices": plan.n_slices,
+        "prepare": plan.prepare,
     }
 
 
-def retrying_task(fn, name: str):
-    """A task that retries twice with backoff, on transient errors only."""
-    return task(fn, name=name, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-                retry_condition_fn=retry_on_transient)
+def prepare_run(store_path: str, recipe: RecipeBase) -> dict[str, Any]:
+    """The kind's one-off step before the regions (CT calibration, a field's shared fit)."""
+    prepared = kind_of(recipe).prepare(ResultStore.open(store_path), recipe)
+    return {"record": prepared.record, "message": prepared.message}
 
 
-region_task = retrying_task(reconstruct_region, "reconstruct-region")
+prepare_task = retrying_task(prepare_run, "prepare")
 
 
-def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, Any]) -> dict[str, Any]:
-    """Reconstruct several regions of one store in order: one work unit (tasks/work_units.py).
+def reconstruct_regions(store_path: str, indices: list[int], recipe: RecipeBase) -> dict[str, Any]:
+    """Reconstruct several regions of one store in order: one work unit (tasks/core/work_units.py).
 
     Each region is written and recorded before the next starts, so a crash loses at most the
     region in flight. Regions already recorded are skipped, which is what makes a retry of the
     unit (after a transient error) resume rather than redo. The first failing region stops the
     unit with ``RegionFailed``, naming it and the regions recorded before it.
+
+    Progress within a region goes to the flow's progress bar when this task runs in the flow's
+    process, else to a bar on this task run.
     """
     logger = get_run_logger()
+    kind = kind_of(recipe)
     store = ResultStore.open(store_path)
     done_before = store.done_regions()
     units = axis_words(store.layout.leading_dim)[1]
     records, done = [], []
     started = time.perf_counter()
-    for position, index in enumerate(indices, 1):
-        if index in done_before:
+    bar, own_bar = _progress_bar(store_path, indices, done_before)
+    try:
+        for position, index in enumerate(indices, 1):
+            if index in done_before:
+                done.append(index)
+                continue
+            token = (store_path, index)
+            try:
+                with gpu_slot(recipe):  # one slot of the `inversa-gpu` limit per GPU region (tasks/gpu.py)
+                    record = kind.reconstruct_region(store, index, recipe,
+                                                     lambda fraction, token=token: bar.partial(token, fraction))
+            except Exception as exc:
+                start, stop = store.regions[index] if 0 <= index < len(store.regions) else (index, index + 1)
+                raise RegionFailed(
+                    f"region {index} ({units} {start}-{stop - 1}) of {store_path} failed: {exc}", store_path, index,
+                    done, transient=is_transient(exc),
+                ) from exc
+            bar.complete(token)
+            records.append(record)
             done.append(index)
-            continue
-        try:
-            with gpu_slot(recipe):  # one slot of the `inversa-gpu` limit per GPU region (tasks/gpu.py)
-                record = reconstruct_region(store_path, index, recipe)
-        except Exception as exc:
-            start, stop = store.regions[index] if 0 <= index < len(store.regions) else (index, index + 1)
-            raise RegionFailed(
-                f"region {index} ({units} {start}-{stop - 1}) of {store_path} failed: {exc}", store_path, index, done,
-                transient=is_transient(exc),
-            ) from exc
-        records.append(record)
-        done.append(index)
-        logger.info("region %d (%s %d-%d) done in %.3f s; %d/%d of this unit",
-                    index, units, record["start"], record["stop"] - 1, record["seconds"], position, len(indices))
+            logger.info("region %d (%s %d-%d) done in %.3f s; %d/%d of this unit",
+                        index, units, record["start"], record["stop"] - 1, record["seconds"], position, len(indices))
+    finally:
+        if own_bar:
+            bar.close()
     return {
         "store": store_path,
         "regions": list(indices),
@@ -134,28 +159,25 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: dict[str, A
     }
 
 
+def _progress_bar(store_path: str, indices: list[int], done_before: set[int]) -> tuple[ProgressArtifact, bool]:
+    """The flow's bar if this process holds it; else a new bar for this unit (and True: close it)."""
+    context = TaskRunContext.get()
+    flow_run_id = context.task_run.flow_run_id if context is not None else None
+    shared = flow_progress(flow_run_id) if flow_run_id is not None else None
+    if shared is not None:
+        return shared, False
+    already = len(set(indices) & done_before)
+    return ProgressArtifact(None, len(indices), already, description=f"Regions of this unit of {store_path}"), True
+
+
 reconstruct_regions_task = retrying_task(reconstruct_regions, "reconstruct-regions")
-calibrate_task = retrying_task(calibrate, "calibrate")
-fit_field_task = retrying_task(ensure_fit, "fit-field")
-
-
-def calibration_summary(store: ResultStore) -> dict[str, Any]:
-    """The calibration's numbers for the run summary (nothing when the run was not calibrated)."""
-    record = store.read_meta_json(CALIBRATION_FILE)
-    if record is None:
-        return {}
-    return {
-        "interval_scale": record["scale"],
-        "calibration_pairs": record["pairs"],
-        "calibration_coverage_before": record["coverage_before"],
-        "calibration_coverage_after": record["coverage_after"],
-    }
 
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(store_path: str, title: str, key: str) -> dict[str, Any]:
+    """Run-level metrics into the store, and the report artifacts into the UI."""
     store = ResultStore.open(store_path)
-    summary = {**summarize(store), **calibration_summary(store)}
+    summary = kind_of_provenance(store.provenance).summarize(store)
     store.write_summary(summary)
     publish_report(store, summary, title=title, key=key)
     return summary

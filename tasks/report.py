@@ -1,4 +1,8 @@
-"""What a finished run leaves behind: run-level metrics in the store and artifacts in the UI."""
+"""What a run shows in the Prefect UI: a progress bar that moves within regions, and a report.
+
+Prefect-facing code only: the kind decides the numbers and the preview (its ``summarize`` and
+``preview``); this module turns them into artifacts.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ import contextvars
 import logging
 import math
 import threading
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-import numpy as np
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -19,10 +24,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from inversa.data.png import data_uri, downsample, side_by_side
 from inversa.data.store import ResultStore
-
-PREVIEW_PIXELS = 160
+from inversa.tasks.core.previews import preview_markdown
+from inversa.tasks.kinds import kind_of_provenance
 
 
 def artifact_key(*parts: str) -> str:
@@ -31,58 +35,10 @@ def artifact_key(*parts: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100] or "inversa"
 
 
-def summarize(store: ResultStore) -> dict[str, Any]:
-    """Run-level metrics: per-slice metrics averaged, seconds and NFE summed over regions."""
-    from inversa.tasks.field_report import is_field_store, summarize_field
-
-    if is_field_store(store):
-        return summarize_field(store)
-    ds = store.to_xarray()
-    summary: dict[str, Any] = {"slices": int(ds.sizes["slice"])}
-    for name in ds.data_vars:
-        if str(name).startswith("metric_"):
-            values = np.asarray(ds[name].values, dtype=np.float64)
-            finite = values[np.isfinite(values)]
-            summary[str(name)[len("metric_"):]] = float(finite.mean()) if finite.size else math.nan
-    records = [store.region_record(i) for i in sorted(store.done_regions())]
-    summary["seconds"] = float(sum(r.get("info", {}).get("seconds", 0.0) for r in records))
-    summary["nfe"] = int(sum(r.get("info", {}).get("nfe", 0) for r in records))
-    residuals = [r["info"]["solver_max_relative_residual"] for r in records
-                 if "solver_max_relative_residual" in r.get("info", {})]
-    if residuals:
-        summary["solver_max_relative_residual"] = float(max(residuals))
-    summary["regions"] = len(store.regions)
-    summary["regions_done"] = len(records)
-    return summary
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4g}"
     return str(value)
-
-
-def preview_markdown(store: ResultStore, title: str, slice_index: int = 0) -> str:
-    from inversa.tasks.field_report import field_preview_markdown, is_field_store
-
-    if is_field_store(store):
-        return field_preview_markdown(store, title)
-    ds = store.to_xarray().isel(slice=slice_index)
-    panels, names = [downsample(np.asarray(ds["mean"].values), PREVIEW_PIXELS)], ["mean"]
-    std = np.asarray(ds["std"].values)
-    if np.isfinite(std).any():
-        panels.append(downsample(std, PREVIEW_PIXELS))
-        names.append("std")
-    if "reference" in ds:
-        ref = np.asarray(ds["reference"].values)
-        panels.append(downsample(np.abs(np.asarray(ds["mean"].values) - ref), PREVIEW_PIXELS))
-        names.append("|mean - reference|")
-    image = side_by_side(panels)
-    label = str(ds["slice"].values) if "slice" in ds.coords else str(slice_index)
-    return (
-        f"### {title}\n\nSlice {label}, left to right: {', '.join(names)}.\n\n"
-        f"![preview]({data_uri(image)})\n"
-    )
 
 
 def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key: str) -> None:
@@ -93,6 +49,7 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
     """
     table = [{"metric": k, "value": _fmt(v)} for k, v in summary.items()]
     prov = store.provenance
+    preview = kind_of_provenance(prov).preview(store, 0)
     lines = [
         f"# {title}",
         "",
@@ -105,7 +62,7 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
         f"Method `{prov.get('method')}` with {prov.get('method_params')}, "
         f"credible level {store.credible_level}, code {prov.get('code_version')}.",
         "",
-        preview_markdown(store, "Preview"),
+        preview_markdown(preview, "Preview"),
     ]
     calls = [
         partial(create_table_artifact, table=table, key=artifact_key(key, "metrics"), description=f"Metrics of {title}"),
@@ -115,6 +72,11 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
             key=artifact_key(key, "store"), description="Open with xarray.open_zarr(path)",
         ),
     ]
+    publish(calls)
+
+
+def publish(calls: list[Callable[[], Any]]) -> None:
+    """Send artifacts concurrently, each in a copy of this task's context (so it attaches here)."""
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
     for future in futures:
@@ -122,29 +84,68 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
 
 
 class ProgressArtifact:
-    """A progress bar in the UI, updated as regions finish (resumed regions count as done).
+    """A progress bar in the UI (and, through ``hook(done, total)``, in a terminal).
 
-    Updates go to the API from a background thread: the flow's main thread keeps collecting
-    finished regions instead of waiting ~50 ms per round trip, and when updates queue up
-    only the newest is sent (the bar shows the latest count, never an older one).
+    It counts regions: those done before the run, those completed since (each named by a token,
+    so completing one twice counts once), and the fraction done of each region in flight, so a
+    long diffusion chain moves the bar within its region. Updates go to the API from a
+    background thread: callers never wait ~50 ms per round trip, and when updates queue up only
+    the newest is sent (the bar shows the latest value, never an older one).
     """
 
-    def __init__(self, key: str, total: int, done: int, description: str):
-        self.total, self.done = max(total, 1), done
+    def __init__(self, key: str | None, total: int, done: int, description: str,
+                 hook: Callable[[float, int], None] | None = None):
+        self.total, self.base = max(total, 1), done
+        self.hook = hook
         self.id = create_progress_artifact(
-            progress=100.0 * done / self.total, key=artifact_key(key, "progress"), description=description
+            progress=100.0 * done / self.total, key=artifact_key(key, "progress") if key else None,
+            description=description,
         )
+        self._completed: set[Hashable] = set()
+        self._partial: dict[Hashable, float] = {}
         self._pending: tuple[float, str | None] | None = None
         self._wake = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._send_loop, name="inversa-progress", daemon=True)
+        # The sender runs in a copy of this context: Prefect's settings (the API a Dask worker was
+        # told to use) and run context live in context variables, which a new thread would not see.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._send_loop,),
+                                        name="inversa-progress", daemon=True)
         self._thread.start()
 
-    def advance(self, description: str | None = None) -> None:
-        self.done += 1
+    @property
+    def done(self) -> float:
+        """Regions done, the fraction of those in flight included."""
+        return self.base + len(self._completed) + sum(self._partial.values())
+
+    def complete(self, token: Hashable, description: str | None = None) -> None:
+        """Region ``token`` is written and recorded."""
         with self._wake:
-            self._pending = (100.0 * self.done / self.total, description)
-            self._wake.notify()
+            if token in self._completed:
+                return
+            self._completed.add(token)
+            self._partial.pop(token, None)
+            self._queue(description or f"{self.base + len(self._completed)}/{self.total} regions")
+
+    def move_to(self, done: float, description: str | None = None) -> None:
+        """Set the count outright (a training run's steps, which come in chunks)."""
+        with self._wake:
+            self.base = done - len(self._completed) - sum(self._partial.values())
+            self._queue(description)
+
+    def partial(self, token: Hashable, fraction: float) -> None:
+        """Region ``token`` is ``fraction`` (0..1) done."""
+        with self._wake:
+            if token in self._completed:
+                return
+            self._partial[token] = min(max(float(fraction), 0.0), 1.0)
+            self._queue(None)
+
+    def _queue(self, description: str | None) -> None:  # holding self._wake
+        done = self.done
+        self._pending = (100.0 * done / self.total, description)
+        self._wake.notify()
+        if self.hook is not None:
+            self.hook(done, self.total)
 
     def close(self, timeout: float = 30.0) -> None:
         """Send the last update and stop the sender."""
@@ -167,3 +168,29 @@ class ProgressArtifact:
                     logging.getLogger(__name__).warning("progress artifact update failed: %s", exc)
             if closed and pending is None:
                 return
+
+
+# The flow's progress bar, by flow run, for region tasks that run in the flow's own process
+# (the thread runner). Tasks in other processes (Dask workers) do not find it and keep a bar of
+# their own on their task run instead.
+_live: dict[str, ProgressArtifact] = {}
+_live_lock = threading.Lock()
+
+
+@contextmanager
+def live_progress(flow_run_id: Any, bar: ProgressArtifact) -> Iterator[ProgressArtifact]:
+    """Let region tasks of this flow run in this process report into ``bar`` while it is open."""
+    key = str(flow_run_id)
+    with _live_lock:
+        _live[key] = bar
+    try:
+        yield bar
+    finally:
+        with _live_lock:
+            if _live.get(key) is bar:
+                del _live[key]
+
+
+def flow_progress(flow_run_id: Any) -> ProgressArtifact | None:
+    with _live_lock:
+        return _live.get(str(flow_run_id))

@@ -10,12 +10,10 @@ task (or a fresh process) reads the directory instead.
 
 from __future__ import annotations
 
-import contextvars
 import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,10 @@ from prefect.cache_policies import NO_CACHE
 
 from inversa.data.checkpoints import checkpoint_paths, read_config
 from inversa.data.png import data_uri
+from inversa.tasks.core.prior_recipe import PriorRecipe
+from inversa.tasks.core.training import LAST, PRIOR, TrainingRun, preview_strip, training_digest
 from inversa.tasks.pipeline import retry_on_transient
-from inversa.tasks.report import ProgressArtifact, artifact_key
-from inversa.tasks.training import LAST, PRIOR, TrainingRun, preview_strip, training_digest
+from inversa.tasks.report import artifact_key, publish
 
 PREVIEW_SAMPLES = 8
 
@@ -36,7 +35,7 @@ _lock = threading.Lock()
 _open: tuple[tuple[str, str, str], TrainingRun] | None = None
 
 
-def _key(recipe: dict[str, Any], output, device: str) -> tuple[str, str, str]:
+def _key(recipe: PriorRecipe, output, device: str) -> tuple[str, str, str]:
     return (str(Path(output).resolve()), training_digest(recipe), str(device))
 
 
@@ -45,7 +44,7 @@ def _steps_on_disk(output) -> int:
     return int(read_config(last).get("completed_steps", 0)) if last.is_file() else 0
 
 
-def open_run(recipe: dict[str, Any], output, device: str = "cpu") -> TrainingRun:
+def open_run(recipe: PriorRecipe, output, device: str = "cpu") -> TrainingRun:
     """The run in ``output``: the cached one if it is where the directory says, else read from disk."""
     global _open
     key = _key(recipe, output, device)
@@ -92,21 +91,13 @@ def preview_markdown(run: TrainingRun, title: str) -> str:
             f"![samples at step {run.completed}]({data_uri((strip * 255 + 0.5).astype('uint8'))})\n")
 
 
-def _publish(calls: list[Callable[[], Any]]) -> None:
-    """Send artifacts concurrently, each in a copy of this task's context (so it attaches here)."""
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
-    for future in futures:
-        future.result()
-
-
 def summary(run: TrainingRun) -> dict[str, Any]:
     return {"output": str(run.output), "completed_steps": run.completed, "total_steps": run.total,
             "final_loss": _final_loss(run.history), "prior": str(checkpoint_paths(run.output / PRIOR)[1])}
 
 
 @task(name="open-run", cache_policy=NO_CACHE)
-def open_run_task(recipe: dict[str, Any], output: str, device: str) -> dict[str, Any]:
+def open_run_task(recipe: PriorRecipe, output: str, device: str) -> dict[str, Any]:
     """Open or resume the directory (refusing one of another recipe); returns where it stands."""
     run = open_run(recipe, output, device)
     return {**summary(run), "resumed_from": run.completed}
@@ -114,7 +105,7 @@ def open_run_task(recipe: dict[str, Any], output: str, device: str) -> dict[str,
 
 @task(name="train-chunk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
       retry_condition_fn=retry_on_transient)
-def train_chunk_task(recipe: dict[str, Any], output: str, device: str, stop: int, preview: bool,
+def train_chunk_task(recipe: PriorRecipe, output: str, device: str, stop: int, preview: bool,
                      key: str, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train until ``stop`` steps are complete, checkpoint, publish the loss curve (and a preview)."""
     run = open_run(recipe, output, device)
@@ -126,22 +117,22 @@ def train_chunk_task(recipe: dict[str, Any], output: str, device: str, stop: int
         forget_open_run()  # its weights may be past the checkpoint, or half-updated
         raise
     seconds = time.perf_counter() - started
-    title = recipe.get("name", "prior")
+    title = recipe.name
     calls = [partial(create_table_artifact, table=loss_table(run.history), key=artifact_key(key, "loss"),
                      description=f"Training loss of {title} (mean per checkpoint) and seconds per step")]
     if preview:
         markdown = preview_markdown(run, title)
         calls.append(partial(create_markdown_artifact, markdown=markdown, key=artifact_key(key, "samples"),
                              description=f"Samples from {title} at step {run.completed}"))
-    _publish(calls)
+    publish(calls)
     return {**summary(run), "steps_taken": run.completed - start, "seconds": seconds}
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(recipe: dict[str, Any], output: str, device: str, key: str, preview: bool) -> dict[str, Any]:
+def report_task(recipe: PriorRecipe, output: str, device: str, key: str, preview: bool) -> dict[str, Any]:
     """Where the run stands, as artifacts: the loss curve and, if asked, samples at this step."""
     run = open_run(recipe, output, device)
-    title = recipe.get("name", "prior")
+    title = recipe.name
     result = summary(run)
     lines = [f"# {title}", "", f"Directory `{run.output}`: {run.completed} of {run.total} steps, "
              f"prior `{result['prior']}`.", ""]
@@ -151,13 +142,5 @@ def report_task(recipe: dict[str, Any], output: str, device: str, key: str, prev
                      description=f"Training loss of {title} (mean per checkpoint) and seconds per step"),
              partial(create_markdown_artifact, markdown="\n".join(lines), key=artifact_key(key, "summary"),
                      description=f"{title}: {run.completed}/{run.total} steps")]
-    _publish(calls)
+    publish(calls)
     return result
-
-
-class StepProgress(ProgressArtifact):
-    """The UI progress bar in training steps (a chunk advances it by many)."""
-
-    def advance_to(self, done: int, description: str | None = None) -> None:
-        self.done = done - 1
-        self.advance(description)

@@ -15,12 +15,41 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from inversa.flows.recipe import RecipeError, read_recipe_fields
-from inversa.tasks.training import check_training_blocks
+from inversa.data.image_sets import image_set
+from inversa.models.priors.training import TrainingConfig
+from inversa.models.priors.unet import UNetConfig
+from inversa.tasks.core.recipe import RecipeError, read_recipe_fields
+
+
+def check_training_blocks(data: dict[str, Any], architecture: dict[str, Any], training: dict[str, Any]) -> None:
+    """Fail on a recipe's data, architecture or training block before any training starts.
+
+    Raises ``ValueError`` naming the block and key (a ``TypeError`` from a dataclass would not
+    survive recipe validation as a readable message).
+    """
+    try:
+        images = image_set(dict(data))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"data: {exc}") from None
+    size = architecture.get("image_size")
+    if size is not None and size != images.image_size:
+        raise ValueError(f"architecture.image_size {size} differs from the data's image_size {images.image_size}; "
+                         f"leave it out (it is taken from the data)")
+    try:
+        UNetConfig.from_dict({**architecture, "image_size": images.image_size})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"architecture: {exc}") from None
+    unknown = set(training) - set(TrainingConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"training: unknown keys {sorted(unknown)}; known: {sorted(TrainingConfig.__dataclass_fields__)}")
+    try:
+        TrainingConfig(**training)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"training: {exc}") from None
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Normalisation(_Strict):
@@ -71,9 +100,13 @@ def _problem(err: dict) -> str:
     return f"{where}: {message}" if where else message
 
 
-def load_prior_recipe(name_or_path: str | Path | dict, overrides: list[str] | None = None,
+def load_prior_recipe(name_or_path: str | Path | dict | PriorRecipe, overrides: list[str] | None = None,
                       output: str | Path | None = None) -> PriorRecipe:
     """Read, override and validate a prior recipe; ``output`` wins over the recipe's when given."""
+    if isinstance(name_or_path, PriorRecipe):
+        if not overrides and output is None:
+            return name_or_path
+        name_or_path = name_or_path.model_dump()
     raw, source = read_recipe_fields(name_or_path, overrides, "prior recipe")
     if output is not None:
         raw["output"] = str(output)

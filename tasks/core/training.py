@@ -18,35 +18,35 @@ from typing import Any
 import numpy as np
 import torch
 
+from inversa.data.checkpoints import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
 from inversa.data.image_sets import image_set
-from inversa.data.png import write_png
-from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
-from inversa.models.priors.prior import DiffusionPrior, build_denoiser, prior_from_arrays
+from inversa.models.priors.prior import DiffusionPrior, build_denoiser
 from inversa.models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
 from inversa.models.priors.training import Trainer, TrainingConfig
 from inversa.models.priors.unet import UNetConfig
-from inversa.tasks.plan import code_version
+from inversa.tasks.core.prior_recipe import PriorRecipe
+from inversa.tasks.core.stores import code_version
 
 LAST, PRIOR = "last", "prior"
 
 
-def training_digest(recipe: dict[str, Any]) -> str:
+def training_digest(recipe: PriorRecipe) -> str:
     """What decides the weights: data, architecture, training, normalisation (not the output path)."""
-    keep = {k: recipe.get(k) for k in ("data", "architecture", "training", "normalisation", "sigma_data")}
+    keep = recipe.model_dump(include={"data", "architecture", "training", "normalisation", "sigma_data"})
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prior_config(recipe: dict[str, Any], images) -> dict[str, Any]:
+def prior_config(recipe: PriorRecipe, images) -> dict[str, Any]:
     """The JSON half of every checkpoint of this run."""
-    arch = UNetConfig.from_dict({**recipe.get("architecture", {}), "image_size": images.image_size})
+    arch = UNetConfig.from_dict({**recipe.architecture, "image_size": images.image_size})
     return {
-        "name": recipe.get("name", "prior"),
+        "name": recipe.name,
         "kind": "diffusion-prior",
         "architecture": arch.to_dict(),
-        "sigma_data": float(recipe.get("sigma_data", 0.5)),
-        "normalisation": dict(recipe["normalisation"]),
-        "sampling": dict(recipe.get("sampling", {"sigma_min": 0.002, "sigma_max": 80.0})),
-        "training": TrainingConfig(**recipe.get("training", {})).to_dict(),
+        "sigma_data": recipe.sigma_data,
+        "normalisation": recipe.normalisation.model_dump(),
+        "sampling": recipe.sampling.model_dump(),
+        "training": TrainingConfig(**recipe.training).to_dict(),
         "data": {**images.spec(), "digest": images.digest()},
         "recipe_digest": training_digest(recipe),
         "code_version": code_version(),
@@ -58,33 +58,6 @@ def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().to("cpu").numpy() for k, v in tensors.items()}
 
 
-def check_training_blocks(data: dict[str, Any], architecture: dict[str, Any], training: dict[str, Any]) -> None:
-    """Fail on a recipe's data, architecture or training block before any training starts.
-
-    Raises ``ValueError`` naming the block and key (a ``TypeError`` from a dataclass would not
-    survive recipe validation as a readable message).
-    """
-    try:
-        images = image_set(dict(data))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"data: {exc}") from None
-    size = architecture.get("image_size")
-    if size is not None and size != images.image_size:
-        raise ValueError(f"architecture.image_size {size} differs from the data's image_size {images.image_size}; "
-                         f"leave it out (it is taken from the data)")
-    try:
-        UNetConfig.from_dict({**architecture, "image_size": images.image_size})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"architecture: {exc}") from None
-    unknown = set(training) - set(TrainingConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"training: unknown keys {sorted(unknown)}; known: {sorted(TrainingConfig.__dataclass_fields__)}")
-    try:
-        TrainingConfig(**training)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"training: {exc}") from None
-
-
 def _refuse_other_recipe(last: Path, saved: dict[str, Any], digest: str) -> None:
     if saved.get("recipe_digest") != digest:
         raise ValueError(f"{last}: this directory holds a training run of another recipe "
@@ -92,7 +65,7 @@ def _refuse_other_recipe(last: Path, saved: dict[str, Any], digest: str) -> None
                          f"choose another --output or delete it")
 
 
-def check_run_directory(recipe: dict[str, Any], output) -> int:
+def check_run_directory(recipe: PriorRecipe, output) -> int:
     """Steps already completed in ``output`` by this recipe (0 for a new directory).
 
     Reads only the JSON of ``last``, so the command line can refuse a directory of another
@@ -108,22 +81,13 @@ def check_run_directory(recipe: dict[str, Any], output) -> int:
     return int(saved.get("completed_steps", 0))
 
 
-def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
-    """A prior checkpoint (``NAME``, ``NAME.json`` or ``NAME.safetensors``) ready for sampling."""
-    arrays, config = load_checkpoint(path)
-    try:
-        return prior_from_arrays(arrays, config, source=str(path), device=device, weights=weights)
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from exc
-
-
 class TrainingRun:
     """A trainer bound to its directory, images and loss history."""
 
-    def __init__(self, recipe: dict[str, Any], output, device: str = "cpu"):
+    def __init__(self, recipe: PriorRecipe, output, device: str = "cpu"):
         self.recipe = recipe
         self.output = Path(output)
-        self.images = image_set(recipe.get("data", {"source": "phantoms"}))
+        self.images = image_set(dict(recipe.data))
         self.config = prior_config(recipe, self.images)
         self.norm = self.config["normalisation"]
         training = TrainingConfig(**self.config["training"])
@@ -211,8 +175,3 @@ def preview_strip(prior: DiffusionPrior, n: int = 8, seed: int = 0) -> np.ndarra
     lo, hi = prior.offset - 0.5 * prior.scale, prior.offset + 0.5 * prior.scale
     strip = np.concatenate([np.pad(s, 1, constant_values=lo) for s in samples], axis=1)
     return np.clip((strip - lo) / (hi - lo), 0, 1)
-
-
-def preview_png(prior: DiffusionPrior, path, n: int = 8, seed: int = 0) -> Path:
-    """A strip of ``n`` prior samples as a PNG, scaled to the training range."""
-    return write_png(path, (preview_strip(prior, n, seed) * 255 + 0.5).astype(np.uint8))

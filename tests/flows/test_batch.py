@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import inversa.tasks.region as region_module
+import inversa.tasks.kinds.ct.region as ct_region
 from inversa.data.store import ResultStore
 from inversa.flows.batch import SUMMARY_FILE, DatasetsFailed, batch
 from inversa.flows.batch_inputs import empty_inputs, expand_inputs
 from inversa.flows.cli import main
-from inversa.flows.recipe import load_recipe
+from inversa.tasks.core.recipe import load_recipe
 from inversa.flows.reconstruct import reconstruct
+from inversa.tasks.kinds.ct import KIND as CT
 from tests.flows.helpers import tiny_study
 
 RECIPE_SETS = ["region_size=1"]
@@ -38,7 +39,7 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recipe():
-    return load_recipe("ct-fbp", RECIPE_SETS).model_dump()
+    return load_recipe("ct-fbp", RECIPE_SETS)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_batch_stores_equal_single_runs(first_batch, inputs, tmp_path):
     output, _ = first_batch
     single = load_recipe("ct-fbp", RECIPE_SETS, input=str(inputs / "beta.nc"), output=str(tmp_path / "beta.zarr"),
                          reference=str(inputs / "beta_truth.nc"))
-    reconstruct(single.model_dump())
+    reconstruct(single)
     got, want = xr.open_zarr(output / "beta.zarr"), xr.open_zarr(tmp_path / "beta.zarr")
     for name in ("mean", "std", "reference", "metric_psnr", "metric_mcc"):
         np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
@@ -161,14 +162,14 @@ def test_input_expansion(first_batch, inputs, tmp_path):
     shutil.copy(inputs / "alpha.nc", tmp_path / "scan.h5")
     shutil.copytree(first_batch[0] / "alpha.zarr", tmp_path / "result.zarr")  # output inside a watched folder
     found = expand_inputs([str(tmp_path), str(tmp_path / "scan.nc"), str(tmp_path / "nothing-*.nc"),
-                           str(tmp_path / "missing.nc")])
+                           str(tmp_path / "missing.nc")], CT.input_suffixes)
     by_name = {d.dataset: d for d in found}
     assert set(by_name) == {"scan-h5", "scan-nc", "missing"}  # one dataset per file, named apart
     assert by_name["scan-nc"].problem is None and by_name["scan-nc"].reference is None
-    assert empty_inputs([str(tmp_path / "nothing-*.nc"), str(tmp_path)]) == [
+    assert empty_inputs([str(tmp_path / "nothing-*.nc"), str(tmp_path)], CT.input_suffixes) == [
         f"{tmp_path / 'nothing-*.nc'}: no measurement file matches"]
     assert "no such file or directory" in by_name["missing"].problem
-    paired = {d.dataset: d.reference for d in expand_inputs([str(inputs)])}
+    paired = {d.dataset: d.reference for d in expand_inputs([str(inputs)], CT.input_suffixes)}
     assert paired["alpha"] == str(inputs / "alpha_truth.nc") and "alpha_truth" not in paired
 
 
@@ -178,20 +179,20 @@ def test_a_unit_that_fails_part_way_keeps_the_regions_before_it(inputs, tmp_path
     from inversa.tasks.pipeline import RegionFailed, is_transient, prepare_store_task, reconstruct_regions_task
 
     spec = load_recipe("ct-fbp", RECIPE_SETS, input=str(inputs / "alpha.nc"), output=str(tmp_path / "a.zarr"))
-    real_build, calls = region_module.build_sampler, {"n": 0}
+    real_setup, calls = ct_region.setup_for, {"n": 0}
 
-    def failing_build(name, params):
+    def failing_setup(recipe, device=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise ValueError("simulated bad slice")
-        return real_build(name, params)
+        return real_setup(recipe, device)
 
     @flow
     def one_unit():
-        prepare_store_task(spec.model_dump(), spec.digest(), False)
-        return reconstruct_regions_task(str(tmp_path / "a.zarr"), [0, 1, 2], spec.model_dump())
+        prepare_store_task(spec, spec.digest(), False)
+        return reconstruct_regions_task(str(tmp_path / "a.zarr"), [0, 1, 2], spec)
 
-    monkeypatch.setattr(region_module, "build_sampler", failing_build)
+    monkeypatch.setattr(ct_region, "setup_for", failing_setup)
     with pytest.raises(RegionFailed, match="region 2 .* failed: simulated bad slice") as failure:
         one_unit()
     assert failure.value.index == 2 and failure.value.done == (0, 1)

@@ -15,7 +15,7 @@ import xarray as xr
 
 from inversa.data.store import ResultStore
 from inversa.data.synthetic import write_study
-from inversa.flows.recipe import RecipeError, load_recipe
+from inversa.tasks.core.recipe import RecipeError, load_recipe
 from inversa.flows.reconstruct import reconstruct
 
 OVERCONFIDENT = {"prior_std": 0.003, "tol": 1e-3, "max_iter": 50}
@@ -39,7 +39,7 @@ def _run(study, output, calibration=None):
     }
     if calibration:
         spec["calibration"] = calibration
-    return reconstruct(load_recipe(spec).model_dump())
+    return reconstruct(load_recipe(spec))
 
 
 def test_calibration_brings_coverage_to_nominal_on_fresh_data(fresh_study, tmp_path):

@@ -28,7 +28,7 @@ import zarr
 from inversa.data.store import ResultStore
 from inversa.data.store_lock import StoreLocked, store_holder
 from inversa.flows.cli import main
-from inversa.flows.recipe import load_recipe
+from inversa.tasks.core.recipe import load_recipe
 from inversa.flows.reconstruct import reconstruct
 from tests.flows.helpers import tiny_study
 

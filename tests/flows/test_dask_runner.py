@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 from inversa.flows.cli import main
-from inversa.flows.recipe import load_recipe
+from inversa.tasks.core.recipe import load_recipe
 from inversa.flows.reconstruct import reconstruct
 from inversa.flows.task_runners import RunnerOptions, local_cluster_kwargs, make_task_runner
 from tests.flows.helpers import tiny_study
@@ -37,7 +37,7 @@ def study(tmp_path_factory):
 def _recipe(name, study, output, *sets):
     measurement, truth = study
     return load_recipe(name, ["region_size=1", *sets], input=str(measurement), reference=str(truth),
-                       output=str(output)).model_dump()
+                       output=str(output))
 
 
 def _assert_same_store(a, b):
@@ -74,7 +74,11 @@ def test_gaussian_on_a_running_cluster_equals_threads_and_publishes_progress(stu
     assert sorted(r.name for r in regions) == [f"tiny slice {i}" for i in range(4)]
     assert all(r.state.is_completed() for r in regions)
     progress = [a for a in artifacts if a.type == "progress"]
-    assert progress and float(progress[-1].data) == pytest.approx(100.0)
+    run_bar = [a for a in progress if a.key]  # the run's bar, moved by the flow as units finish
+    unit_bars = [a for a in progress if not a.key]  # one per work unit, moved from the worker within its regions
+    assert run_bar and float(run_bar[-1].data) == pytest.approx(100.0)
+    assert len(unit_bars) == len(regions) and {a.task_run_id for a in unit_bars} == {r.id for r in regions}
+    assert all(float(a.data) == pytest.approx(100.0) for a in unit_bars)
     assert any(a.type == "table" for a in artifacts)
 
 
@@ -101,9 +105,9 @@ def test_gpu_tasks_take_the_gpu_resource_of_a_dask_worker(cluster):
 
     @flow(task_runner=make_task_runner(RunnerOptions(address=cluster.scheduler_address)))
     def probe():
-        with gpu_annotations({"name": "probe", "device": "cuda"}):
+        with gpu_annotations(load_recipe("ct-fbp", ["name=probe", "device=cuda"])):
             held = free_gpus.submit()
-        with gpu_annotations({"name": "probe", "device": "cpu"}):
+        with gpu_annotations(load_recipe("ct-fbp", ["name=probe", "device=cpu"])):
             free = free_gpus.submit()
         return held.result(), free.result()
 
@@ -132,7 +136,7 @@ def test_field_gp_regions_on_a_cluster_rebuild_the_saved_fit_and_equal_threads(t
 
     def field_recipe(output):
         return load_recipe("field-gp", ["region_size=4", "method.params.max_iter=20"], input=str(obs),
-                           reference=str(truth), output=str(output)).model_dump()
+                           reference=str(truth), output=str(output))
 
     threaded = _threads(field_recipe(tmp_path / "threads.zarr"))
     runner = make_task_runner(RunnerOptions(address=cluster.scheduler_address))

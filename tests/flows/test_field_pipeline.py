@@ -10,9 +10,9 @@ import xarray as xr
 
 from inversa.data.store import ResultStore
 from inversa.flows.cli_field_study import write_field_study
-from inversa.flows.recipe import RecipeError, load_recipe
+from inversa.tasks.core.recipe import RecipeError, load_recipe
 from inversa.flows.reconstruct import reconstruct
-from inversa.tasks.field_run import FIT_FILE
+from inversa.tasks.kinds.field.fit import FIT_FILE
 from tests.conftest import shared_file
 
 
@@ -26,7 +26,7 @@ def darcy(tmp_path_factory):
 def _run(name, inp, output, *sets, reference=None):
     recipe = load_recipe(name, list(sets), input=str(inp), output=str(output),
                          reference=None if reference is None else str(reference))
-    return recipe, reconstruct(recipe.model_dump())
+    return recipe, reconstruct(recipe)
 
 
 def test_field_gp_writes_a_scored_y_x_store_in_row_bands_and_resumes_without_refitting(darcy, tmp_path):
@@ -44,23 +44,23 @@ def test_field_gp_writes_a_scored_y_x_store_in_row_bands_and_resumes_without_ref
     assert result["rmse"] == pytest.approx(np.sqrt(np.mean(err ** 2)), rel=1e-5)
     inside = (ds["lower"].values <= ref.values) & (ref.values <= ds["upper"].values)
     assert result["coverage"] == pytest.approx(inside.mean())
-    assert result["relative_rmse"] < 0.3 and 0.6 <= result["coverage"] <= 1.0
+    assert result["relative_rmse"] < 0.3 and result["coverage"] >= 0.6
     assert result["holdout_points"] == 16 and result["holdout_rmse"] < 0.1
     store = ResultStore.open(out)
     assert store.provenance["kind"] == "field" and store.provenance["recipe_digest"] == recipe.digest()
     assert store.provenance["observations"] == {"fitted": 64, "held_out": 16}
     fit = store.read_meta_json(FIT_FILE)
-    assert fit["state"]["components"][0]["hyperparameters"]["lengthscale"][0] > 0
+    assert fit["state"]["hyperparameters"]["lengthscale"][0] > 0
     # `inversa show` previews a field store (north up: the first image row is the largest y)
     from inversa.flows.cli import main
 
     assert main(["show", str(out), "--png", str(tmp_path / "gp.png"), "--json"]) == 0
     assert (tmp_path / "gp.png").read_bytes()[:4] == b"\x89PNG"
-    from inversa.tasks.field_report import field_panels
+    from inversa.tasks.kinds.field.report import preview
 
-    panels, labels = field_panels(store)
-    assert labels == ["mean", "std", "|mean - reference|"]
-    np.testing.assert_array_equal(panels[0][0], ds["mean"].values[-1])
+    panels = preview(store).panels
+    assert [p.label for p in panels] == ["mean", "std", "|mean - reference|"]
+    np.testing.assert_array_equal(panels[0].image[0], ds["mean"].values[-1])
     # a rerun resumes: nothing refitted, nothing rewritten
     before = (store.meta_path(FIT_FILE).stat().st_mtime_ns, [store.region_record(i) for i in range(3)])
     _, again = _run("field-gp", obs, out, "region_size=8", "holdout.fraction=0.2", reference=truth)
@@ -111,15 +111,26 @@ def test_field_recipes_refuse_ct_sections_and_ct_recipes_field_sections():
         load_recipe("field-gp", ["method.name=fbp"])
 
 
-def test_ct_recipe_digests_are_unchanged_by_field_support():
-    # The digest a CT store records must not move, or existing stores would stop resuming.
-    digest = load_recipe("ct-fbp").digest()
-    payload = load_recipe("ct-fbp").model_dump(exclude={"input", "output", "description", "device", "runner"})
-    for name in ("observations", "holdout", "variable"):
-        payload.pop(name)
-    import hashlib
+# The digests the shipped CT recipes had before problem kinds (and field recipes) existed: a CT
+# store records its recipe's digest, and a digest that moved would stop every existing store
+# from resuming.
+CT_DIGESTS = {
+    "ct-dds": "sha256:8468f60412a76d62387d5dcb34d6ec0656ed11671cacf761135c7c6df288ba2d",
+    "ct-dps": "sha256:8043d0bba4c08cbecf5eb8de324f2fb04e3e367a7102f93f4b8dad67a0cd89e8",
+    "ct-fbp": "sha256:34bd09ccfc8a5116723cb83674f61a1967deee5bdf21b03db8fb1494bb0e504f",
+    "ct-gaussian": "sha256:35982586239bad32aeb07e16e80321ab0b1aa676d1b3572edde257d5b133a427",
+    "ct-reddiff": "sha256:56d441d26f17f9227788fd305614eef3bdcd21ed82e7dd5040b6c95aefb11b24",
+    "ct-tv": "sha256:d4e7b43a903428968849b704532190f5be4014840bfcb9d36c12d4d5c307bfd1",
+    "htc2022-dds": "sha256:3e8b2174b939f6ef80cad5f8767f521285242bd8761265afe420f449dee2fd54",
+    "htc2022-dps": "sha256:6d535ca806c379ef9d0701de23b3ec7ae5907d4c789627cb552fe3c69f85221b",
+    "htc2022-limited": "sha256:98b7cb0e84ac9fd1c20bce5bf1db965c45a9d1aa88a3d9e680b5cbcd5c1b6d15",
+    "htc2022-reddiff": "sha256:a89ac492beb723befa9d8007f6cf769d969f240a5049aebf61eebe3eb861ed06",
+}
 
-    assert digest == "sha256:" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+@pytest.mark.parametrize("name", sorted(CT_DIGESTS))
+def test_ct_recipe_digests_are_unchanged_by_problem_kinds(name):
+    assert load_recipe(name).digest() == CT_DIGESTS[name]
 
 
 SMALL_PINN = ["method.params.members=4", "method.params.width=16", "method.params.depth=2",
@@ -142,10 +153,10 @@ def test_darcy_pinn_infers_k_with_a_spread_and_stores_the_field(tmp_path):
     # Every band of rows is the saved ensemble's prediction, though the two regions ran at once in
     # two threads sharing one model (functional_call swaps parameters into a shared module).
     from inversa.models.solvers import PINNEnsembleSolver
-    from inversa.tasks.field_run import FIT_ARRAYS
+    from inversa.tasks.kinds.field.fit import FIT_ARRAYS
 
     with np.load(store.meta_path(FIT_ARRAYS)) as saved:
-        solver = PINNEnsembleSolver.from_state({k: saved[k] for k in saved.files}, fit["state"]["pinn"])
+        solver = PINNEnsembleSolver.from_state({k: saved[k] for k in saved.files}, fit["state"])
     whole = solver.predict_grid(ds["x"].values, ds["y"].values)
     np.testing.assert_allclose(ds["mean"].values, whole.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ds["std"].values, whole.std, rtol=1e-5, atol=1e-6)
@@ -187,7 +198,7 @@ def test_batch_over_a_folder_of_field_studies_makes_one_scored_store_each(tmp_pa
     for seed in (1, 2):
         write_field_study("darcy", folder / f"s{seed}.nc", {"n": 13, "n_sensors": 40, "seed": seed,
                                                              "coefficient": "constant", "source": "sine"})
-    recipe = load_recipe("field-gp", ["region_size=7"]).model_dump()
+    recipe = load_recipe("field-gp", ["region_size=7"])
     result = batch(recipe, [str(folder)], str(tmp_path / "out"))
     summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
     rows = {row["dataset"]: row for row in summary["datasets"]} if "datasets" in summary else summary

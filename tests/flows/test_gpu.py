@@ -14,9 +14,10 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import inversa.tasks.gpu as gpu
+from inversa.tasks.core.recipe import load_recipe
 
-ON_GPU = {"name": "gpu-recipe", "device": "cuda"}
-ON_CPU = {"name": "cpu-recipe", "device": "cpu"}
+ON_GPU = load_recipe("ct-fbp", ["name=gpu-recipe", "device=cuda"])
+ON_CPU = load_recipe("ct-fbp", ["name=cpu-recipe", "device=cpu"])
 
 
 def _in_slot(limit: str, hold: float):

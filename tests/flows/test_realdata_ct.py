@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from inversa.data.readers import read_reference
-from inversa.flows.recipe import load_recipe
+from inversa.tasks.core.recipe import load_recipe
 from inversa.flows.reconstruct import reconstruct
 from tests.conftest import shared_file
 
@@ -22,7 +22,7 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
 def _run_fbp(tmp_path, source, name, *sets):
     recipe = load_recipe("ct-fbp", ["method.params.filter=ram-lak", *sets], input=str(source),
                          output=str(tmp_path / f"{name}.zarr"))
-    result = reconstruct(recipe.model_dump())
+    result = reconstruct(recipe)
     return np.asarray(xr.open_zarr(result["store"])["mean"].values[0], dtype=np.float64)
 
 

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from inversa.flows.recipe import RECIPE_DIR, RecipeError, apply_overrides, load_recipe
+from inversa.resources import recipes_dir
+from inversa.tasks.core.recipe import RecipeError, apply_overrides, load_recipe
 
 
-@pytest.mark.parametrize("path", sorted(p for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("prior-")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(p for p in recipes_dir().glob("*.yaml") if not p.name.startswith("prior-")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_validates(path):
     recipe = load_recipe(path)
     assert recipe.name == path.stem
@@ -53,3 +54,41 @@ def test_digest_tracks_what_changes_the_numbers_only():
     assert base.digest() == load_recipe("ct-tv", output="elsewhere.zarr", input="x.nc").digest()
     assert base.digest() != load_recipe("ct-tv", ["seed=1"]).digest()
     assert base.digest() != load_recipe("ct-tv", ["method.params.max_iter=7"]).digest()
+
+
+def test_a_typo_is_named_once_by_its_public_field_with_the_closest_name():
+    with pytest.raises(RecipeError) as caught:
+        load_recipe("ct-fbp", ["grid.sise=64"])
+    message = str(caught.value)
+    assert "grid.sise: unknown field (did you mean 'size'?)" in message
+    assert message.count("sise") == 1 and "GridSpec" not in message
+    with pytest.raises(RecipeError, match=r"samplez: unknown field \(did you mean 'samples'\?\)"):
+        load_recipe("ct-gaussian", ["samplez=4"])
+    with pytest.raises(RecipeError, match=r"no parameter 'max_iters' \(did you mean 'max_iter'\?\)"):
+        load_recipe("ct-tv", ["method.params.max_iters=4"])
+
+
+def test_method_parameters_are_coerced_by_type_so_equal_recipes_have_equal_digests():
+    raw = {"name": "tv", "method": {"name": "tv", "params": {"max_iter": "300", "lam": "0.002"}}}
+    as_text = load_recipe(raw)
+    as_numbers = load_recipe({**raw, "method": {"name": "tv", "params": {"max_iter": 300, "lam": 0.002}}})
+    assert as_text.method.params == {"max_iter": 300, "lam": 0.002}
+    assert as_text.digest() == as_numbers.digest()
+    with pytest.raises(RecipeError, match=r"method\.params\.max_iter: Input should be a valid integer"):
+        load_recipe({**raw, "method": {"name": "tv", "params": {"max_iter": "many"}}})
+
+
+def test_the_kind_field_chooses_the_recipe_model():
+    from pydantic import TypeAdapter
+
+    from inversa.tasks.core.recipe import recipe_union
+    from inversa.tasks.kinds.ct.recipe import CTRecipe
+    from inversa.tasks.kinds.field.recipe import FieldRecipe
+
+    assert isinstance(load_recipe("ct-fbp"), CTRecipe) and isinstance(load_recipe("field-gp"), FieldRecipe)
+    with pytest.raises(RecipeError, match="kind: expected one of 'ct', 'field', got 'mri'"):
+        load_recipe("ct-fbp", ["kind=mri"])
+    union = TypeAdapter(recipe_union())
+    field = union.validate_python(load_recipe("field-gp").model_dump())
+    assert isinstance(field, FieldRecipe) and field.digest() == load_recipe("field-gp").digest()
+    assert isinstance(union.validate_python(load_recipe("ct-tv").model_dump()), CTRecipe)

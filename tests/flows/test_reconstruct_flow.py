@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import inversa.tasks.region as region_module
+import inversa.tasks.kinds.ct.region as ct_region
 from inversa.data.store import ResultStore
-from inversa.flows.recipe import load_recipe
+from inversa.tasks.core.recipe import load_recipe
 from inversa.flows.reconstruct import RegionsFailed, reconstruct
 from tests.flows.helpers import tiny_study
 
@@ -21,7 +21,7 @@ def study(tmp_path_factory):
 def _recipe(name, study, output, *sets):
     measurement, truth = study
     return load_recipe(name, ["region_size=1", *sets], input=str(measurement), reference=str(truth),
-                       output=str(output)).model_dump()
+                       output=str(output))
 
 
 def test_gaussian_run_writes_a_complete_store_with_metrics_and_provenance(study, tmp_path):
@@ -37,7 +37,10 @@ def test_gaussian_run_writes_a_complete_store_with_metrics_and_provenance(study,
     assert (ds["upper"].values >= ds["mean"].values - 1e-7).all()
     # The stored mean is the mean of the stored samples, and metrics are real numbers.
     np.testing.assert_allclose(ds["mean"].values, ds["samples"].values.mean(axis=0), rtol=1e-5, atol=1e-6)
-    assert 0.0 <= result["coverage"] <= 1.0 and result["psnr"] > 10
+    # The run's coverage is the per-slice fraction of reference pixels inside the stored interval, averaged.
+    inside = (ds["lower"].values <= ds["reference"].values) & (ds["reference"].values <= ds["upper"].values)
+    assert result["coverage"] == pytest.approx(float(inside.mean(axis=(1, 2)).mean()))
+    assert result["psnr"] > 10
     prov = ResultStore.open(result["store"]).provenance
     assert prov["recipe_digest"] == load_recipe(recipe).digest()
     assert prov["method"] == "gaussian" and prov["samples"] == 8
@@ -68,25 +71,25 @@ def test_artifacts_are_published(study, tmp_path):
 def test_interrupted_run_resumes_to_the_same_store(study, tmp_path, monkeypatch):
     reference = reconstruct(_recipe("ct-gaussian", study, tmp_path / "ref.zarr", "samples=4"))
 
-    real_build = region_module.build_sampler
+    real_setup = ct_region.setup_for
     calls = {"n": 0}
 
     class Crash(ValueError):
         pass
 
-    def failing_build(name, params):
+    def failing_setup(recipe, device=None):
         calls["n"] += 1
         if calls["n"] == 3:  # the third region to start dies
             raise Crash("simulated crash")
-        return real_build(name, params)
+        return real_setup(recipe, device)
 
-    monkeypatch.setattr(region_module, "build_sampler", failing_build)
+    monkeypatch.setattr(ct_region, "setup_for", failing_setup)
     recipe = _recipe("ct-gaussian", study, tmp_path / "resumed.zarr", "samples=4")
     with pytest.raises(RegionsFailed, match="1 of 4 regions"):
         reconstruct(recipe)
     store = ResultStore.open(tmp_path / "resumed.zarr")
     assert len(store.done_regions()) == 3
-    monkeypatch.setattr(region_module, "build_sampler", real_build)
+    monkeypatch.setattr(ct_region, "setup_for", real_setup)
 
     reconstruct(recipe)
     store = ResultStore.open(tmp_path / "resumed.zarr")
@@ -104,3 +107,26 @@ def test_rerun_of_a_finished_store_writes_nothing(study, tmp_path):
     reconstruct(recipe)
     after = {i: ResultStore.open(tmp_path / "again.zarr").region_record(i) for i in range(4)}
     assert before == after
+
+
+def test_the_progress_bar_counts_each_region_once_with_the_fractions_in_flight():
+    from prefect import flow
+
+    from inversa.tasks.report import ProgressArtifact
+
+    seen = []
+
+    @flow
+    def bar_only():
+        bar = ProgressArtifact("bar-test", total=4, done=1, description="regions", hook=lambda d, t: seen.append(d))
+        bar.partial("a", 0.5)
+        bar.partial("b", 0.25)
+        bar.complete("a")
+        bar.complete("a")  # a task and its flow may both report a region: it counts once
+        bar.partial("a", 0.9)  # and a late fraction of a finished region changes nothing
+        bar.move_to(3.5)
+        bar.close()
+        return bar.done
+
+    assert bar_only() == pytest.approx(3.5)
+    assert seen == pytest.approx([1.5, 1.75, 2.25, 3.5])

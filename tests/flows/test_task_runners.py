@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from inversa.flows.cli import main
-from inversa.flows.recipe import RecipeError, load_recipe
+from inversa.tasks.core.recipe import RecipeError, load_recipe
 from inversa.flows.task_runners import (
     DEPLOY_DASK_DIR, LocalCallback, RunnerError, RunnerOptions, add_runner_arguments, load_cluster_spec,
     local_cluster_kwargs, make_task_runner, runner_from,

@@ -12,12 +12,14 @@ import yaml
 import inversa.tasks.training_tasks as training_tasks
 from inversa.data.checkpoints import load_checkpoint
 from inversa.flows.cli import main
-from inversa.flows.prior_recipe import load_prior_recipe
-from inversa.flows.recipe import RECIPE_DIR, RecipeError
+from inversa.tasks.core.prior_recipe import load_prior_recipe
+from inversa.resources import recipes_dir
+from inversa.tasks.core.recipe import RecipeError
 from inversa.flows.train_prior import chunks, train_prior
 from inversa.models.priors.training import Trainer
-from inversa.tasks.methods import resolve_prior_path
-from inversa.tasks.training import TrainingRun, load_prior
+from inversa.tasks.core.priors import resolve_prior_path
+from inversa.tasks.core.priors import load_prior
+from inversa.tasks.core.training import TrainingRun
 
 TINY = {
     "name": "tiny-prior",
@@ -34,7 +36,7 @@ TINY = {
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _recipe(**changes) -> dict:
+def _recipe(**changes):
     raw = json.loads(json.dumps(TINY))
     for key, value in changes.items():
         section, _, field = key.partition("__")
@@ -42,7 +44,7 @@ def _recipe(**changes) -> dict:
             raw[section][field] = value
         else:
             raw[section] = value
-    return load_prior_recipe(raw).model_dump()
+    return load_prior_recipe(raw)
 
 
 def _ema(directory) -> dict[str, torch.Tensor]:
@@ -64,7 +66,7 @@ def straight(tmp_path_factory):
     return directory, result
 
 
-@pytest.mark.parametrize("path", sorted(RECIPE_DIR.glob("prior-*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(recipes_dir().glob("prior-*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_prior_recipe_validates(path):
     recipe = load_prior_recipe(path.stem)
     assert recipe.name == path.stem and recipe.checkpoint_every >= 1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from inversa.tasks.measurement import Grid, GridResampler, resampling_matrix
+from inversa.models.resampling import Grid, GridResampler, resampling_matrix
 
 
 def _centres(n, p):

@@ -1,10 +1,11 @@
-"""Pure helpers of the region task: batch size from memory, interval width, per-item seeding."""
+"""Pure helpers of posterior streaming (models/streaming.py, models/uq.py): batch size from memory, interval width, per-item seeding."""
 
 import numpy as np
 import pytest
 import torch
 
-from inversa.tasks.region import choose_batch, gaussian_interval, interval_z, sample_generators
+from inversa.models.streaming import choose_batch, sample_generators
+from inversa.models.uq import gaussian_interval, interval_z
 
 
 def test_choose_batch_fills_the_headroom_and_respects_the_limits():

@@ -4,8 +4,11 @@ import torch
 
 from inversa.models import uq
 
-skimage_metrics = pytest.importorskip("skimage.metrics")
-skimage_filters = pytest.importorskip("skimage.filters")
+
+
+def _skimage(module: str):
+    """scikit-image, for the tests that compare against it (the others need only numpy)."""
+    return pytest.importorskip(f"skimage.{module}")
 
 
 def test_welford_matches_numpy_in_batches_and_merged():
@@ -63,7 +66,7 @@ def test_psnr_matches_scikit_image():
     rng = np.random.default_rng(4)
     ref = rng.uniform(0, 0.05, size=(64, 64))
     x = ref + rng.normal(0, 0.002, size=ref.shape)
-    expected = skimage_metrics.peak_signal_noise_ratio(ref, x, data_range=0.05)
+    expected = _skimage("metrics").peak_signal_noise_ratio(ref, x, data_range=0.05)
     assert uq.psnr(x, ref, data_range=0.05) == pytest.approx(expected, rel=1e-10)
     assert uq.psnr(ref, ref) == float("inf")
 
@@ -75,7 +78,7 @@ def test_ssim_matches_scikit_image(data_range):
     ref = np.sin(xx / 7.0) * np.cos(yy / 11.0) + (xx > 40)
     x = ref + rng.normal(0, 0.3, size=ref.shape)
     dr = data_range if data_range is not None else ref.max() - ref.min()
-    expected = skimage_metrics.structural_similarity(
+    expected = _skimage("metrics").structural_similarity(
         x, ref, data_range=dr, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     )
     assert uq.ssim(x, ref, data_range=data_range) == pytest.approx(expected, abs=1e-4)
@@ -85,7 +88,7 @@ def test_ssim_matches_scikit_image(data_range):
 def test_otsu_matches_scikit_image():
     rng = np.random.default_rng(6)
     img = np.concatenate([rng.normal(0.005, 0.003, 3000), rng.normal(0.03, 0.004, 1500)]).reshape(50, 90)
-    assert uq.otsu_threshold(img) == pytest.approx(skimage_filters.threshold_otsu(img), rel=1e-9)
+    assert uq.otsu_threshold(img) == pytest.approx(_skimage("filters").threshold_otsu(img), rel=1e-9)
 
 
 def test_mcc_by_hand_and_the_otsu_score():

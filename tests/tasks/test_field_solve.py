@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from inversa.data.errors import InvalidGrid, InvalidMeasurement, OutsideGrid
-from inversa.tasks.field_methods import field_method
-from inversa.tasks.field_problem import load_field_problem
-from inversa.tasks.field_solve import FieldModel
+from inversa.tasks.core.recipe import load_recipe
+from inversa.tasks.kinds.field.methods import field_method
+from inversa.tasks.kinds.field.model import FieldModel
+from inversa.tasks.kinds.field.problem import load_field_problem
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,11 @@ def darcy(tmp_path_factory):
 
 
 def _recipe(obs, truth=None, **extra):
-    recipe = {"kind": "field", "input": str(obs), "method": {"name": "gp", "params": {}}}
+    recipe = {"name": "field-test", "kind": "field", "input": str(obs), "method": {"name": "gp", "params": {}}}
     if truth is not None:
         recipe["reference"] = str(truth)
     recipe.update(extra)
-    return recipe
+    return load_recipe(recipe)
 
 
 def test_holdout_is_a_seeded_partition_of_the_observed_points(darcy):
@@ -63,15 +64,14 @@ def test_a_saved_fit_rebuilds_the_same_posterior(darcy, method, params):
     spec = field_method(method, params)
     points = problem.observations()
     first = FieldModel(spec, problem).fit(points)
-    state, arrays = first.state()
-    rebuilt = FieldModel(spec, problem).fit(points, state, arrays)
+    rebuilt = FieldModel(spec, problem).fit(points, first.state())
     assert rebuilt.info["restored"] and not first.info["restored"]
-    m1, s1 = first.predict_grid(problem.ys[3:9])
-    m2, s2 = rebuilt.predict_grid(problem.ys[3:9])
+    m1, s1 = first.predict_cells(problem.ys[3:9], None)
+    m2, s2 = rebuilt.predict_cells(problem.ys[3:9], None)
     np.testing.assert_allclose(m2, m1, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(s2, s1, rtol=1e-9, atol=1e-9)
     # a band of rows is the same as those rows of the whole grid (tiles do not change values)
-    whole, _ = first.predict_grid(problem.ys)
+    whole, _ = first.predict_cells(problem.ys, None)
     np.testing.assert_allclose(whole[3:9], m1, rtol=1e-9, atol=1e-9)
 
 
@@ -80,7 +80,7 @@ def test_masked_cells_are_skipped_not_predicted_differently(darcy):
     problem = load_field_problem(_recipe(obs, grid={"shape": [12, 15], "mask": "convex-hull"}))
     assert problem.cell_mask is not None and 0 < problem.cell_mask.sum() < problem.cell_mask.size
     model = FieldModel(field_method("gp", {}), problem).fit(problem.observations())
-    full_mean, full_std = model.predict_grid(problem.ys)
+    full_mean, full_std = model.predict_cells(problem.ys, None)
     mean, std = model.predict_cells(problem.ys, problem.cell_mask)
     inside = problem.cell_mask
     np.testing.assert_allclose(mean[inside], full_mean[inside], rtol=1e-9, atol=1e-9)
@@ -94,17 +94,18 @@ def test_physics_gp_beats_the_plain_gp_on_the_pde_it_knows(darcy):
     points = problem.observations()
     errors = {}
     for method, params in (("gp", {}), ("gp-physics", {"source": "sine", "boundary_value": 0.0, "n_collocation": 128})):
-        mean, _ = FieldModel(field_method(method, params), problem).fit(points).predict_grid(problem.ys)
+        mean, _ = FieldModel(field_method(method, params), problem).fit(points).predict_cells(problem.ys, None)
         errors[method] = float(np.sqrt(np.mean((mean - problem.reference) ** 2)))
     assert errors["gp-physics"] < 0.3 * errors["gp"], errors
 
 
 @pytest.mark.parametrize("method, params, message", [
     ("kriging", {}, "unknown field method 'kriging'"),
-    ("gp", {"lengthscale": 3}, r"unknown parameter\(s\) \['lengthscale'\]"),
-    ("gp-physics", {"source": "cosine"}, "'source': expected a number or one of"),
-    ("gp-physics", {"k": -1.0}, "'k': expected a number > 0"),
-    ("pinn", {"domain": [0, 1, 1, 0]}, "'domain'"),
+    ("gp", {"lengthscale": 3}, "method 'gp' has no parameter 'lengthscale'"),
+    ("gp", {"max_iter": "many"}, r"method\.params\.max_iter: Input should be a valid integer"),
+    ("gp-physics", {"source": "cosine"}, r"method\.params\.source.*'constant' or 'sine'"),
+    ("gp-physics", {"k": -1.0}, "'k'"),
+    ("pinn", {"domain": [0, 1, 1, 0]}, r"method\.params\.domain.*xmax > xmin, ymax > ymin"),
     ("pinn", {"pde": "wave"}, "pde"),
     ("gp", {"kernel": "cubic"}, "kernel"),
 ])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inversa.tasks.work_units import WorkUnit, work_units
+from inversa.tasks.core.work_units import WorkUnit, work_units
 
 
 def _pending(sizes: dict[str, int], skip: set[tuple[str, int]] = frozenset()) -> list[tuple[str, int]]:

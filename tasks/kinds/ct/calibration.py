@@ -22,12 +22,12 @@ import torch
 
 from inversa.data.store import ResultStore
 from inversa.data.synthetic import simulate_ct_study
-from inversa.models.uq import conformal_interval_scale, coverage, interval_scores, scale_interval
-from inversa.tasks.measurement import (
-    GridResampler, geometry_for, grid_for, load_measurement, operator_for, resolve_device, working_grid,
-)
-from inversa.tasks.methods import build_sampler, on_device, prior_of
-from inversa.tasks.region import gaussian_interval, noise_levels, stream_posterior
+from inversa.models.resampling import Grid
+from inversa.models.streaming import stream_posterior
+from inversa.models.uq import conformal_interval_scale, coverage, gaussian_interval, interval_scores, scale_interval
+from inversa.tasks.kinds.ct.measurement import geometry_for, noise_levels
+from inversa.tasks.kinds.ct.recipe import CTRecipe
+from inversa.tasks.kinds.ct.setup import setup_for
 
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_KIND = "htc-discs"  # phantoms for methods without a trained prior
@@ -36,15 +36,8 @@ SEED_TAG = 0xCA11B  # keeps calibration draws apart from the run's own (slice, s
 NOISE_SLICES = 8  # slices the noise level is estimated from when the measurement does not give it
 
 
-def calibration_alpha(recipe: dict[str, Any]) -> float:
-    spec = recipe.get("calibration") or {}
-    alpha = spec.get("alpha")
-    return 1.0 - float(recipe.get("credible_level", 0.9)) if alpha is None else float(alpha)
-
-
-def phantom_kind(sampler) -> str:
+def phantom_kind(prior) -> str:
     """The kind of phantom the prior learned (``config["data"]["kind"]``), else HTC-like discs."""
-    prior = prior_of(sampler)
     if prior is None:
         return DEFAULT_KIND
     return str((prior.config.get("data") or {}).get("kind") or DEFAULT_KIND)
@@ -59,7 +52,7 @@ def measurement_noise_sigma(measurement) -> float:
     return float(noise_levels(measurement, sino).square().mean().sqrt())
 
 
-def simulate_pairs(measurement, grid, kind: str, pairs: int, seed: int, noise_sigma: float):
+def simulate_pairs(measurement, grid: Grid, kind: str, pairs: int, seed: int, noise_sigma: float):
     """``pairs`` phantoms and their noisy sinograms in the measurement's geometry and angles."""
     geometry = geometry_for(measurement, grid)
     spec = {
@@ -80,48 +73,39 @@ def simulate_pairs(measurement, grid, kind: str, pairs: int, seed: int, noise_si
             np.asarray(truth.reference.values, dtype=np.float32))
 
 
-def calibrate(store_path: str, recipe: dict[str, Any]) -> dict[str, Any]:
+def calibrate(store: ResultStore, recipe: CTRecipe) -> dict[str, Any]:
     """Run the calibration study once per store; returns (and stores) its record.
 
     A rerun finds the record in the store and returns it: the store is tied to the recipe's
     digest, which covers the calibration block, so the record is this run's.
     """
-    store = ResultStore.open(store_path)
-    spec = recipe.get("calibration")
-    if not spec:
-        raise ValueError(f"recipe {recipe.get('name')!r}: no calibration block; nothing to calibrate")
+    if recipe.calibration is None:
+        raise ValueError(f"recipe {recipe.name!r}: no calibration block; nothing to calibrate")
     existing = store.read_meta_json(CALIBRATION_FILE)
     if existing is not None and existing.get("recipe_digest") == store.provenance.get("recipe_digest"):
         return existing
     started = time.perf_counter()
-    measurement = load_measurement(recipe)
-    grid = grid_for(recipe, measurement)
-    device = resolve_device(recipe.get("device"))
-    method = recipe["method"]
-    sampler = on_device(build_sampler(method["name"], method.get("params") or {}), device)
-    if sampler.deterministic:
-        raise ValueError(f"recipe {recipe.get('name')!r}: method {method['name']!r} gives a point estimate; "
+    setup = setup_for(recipe)
+    if setup.sampler.deterministic:
+        raise ValueError(f"recipe {recipe.name!r}: method {recipe.method.name!r} gives a point estimate; "
                          "there is no interval to calibrate")
-    prior = prior_of(sampler)
-    work = working_grid(prior, grid) if prior is not None else grid
-    operator = operator_for(geometry_for(measurement, work), device)
-    resampler = GridResampler(work, grid)
+    operator, resampler, device = setup.operator(), setup.resampler, setup.device
 
-    pairs, seed = int(spec["pairs"]), int(spec.get("seed", 0))
-    alpha = calibration_alpha(recipe)
-    level = float(recipe.get("credible_level", 0.9))
-    n_samples = int(recipe.get("samples", 16))
-    kind = phantom_kind(sampler)
-    noise_sigma = measurement_noise_sigma(measurement)
-    sinograms, truth = simulate_pairs(measurement, grid, kind, pairs, seed, noise_sigma)
+    pairs, seed = recipe.calibration.pairs, recipe.calibration.seed
+    alpha = recipe.calibration_alpha
+    level = recipe.credible_level
+    n_samples = recipe.samples
+    kind = phantom_kind(setup.prior)
+    noise_sigma = measurement_noise_sigma(setup.measurement)
+    sinograms, truth = simulate_pairs(setup.measurement, setup.grid, kind, pairs, seed, noise_sigma)
 
     means, lowers, uppers, nfe = [], [], [], 0
     for first in range(0, pairs, PAIRS_PER_CALL):
         stop = min(first + PAIRS_PER_CALL, pairs)
         sino = torch.as_tensor(sinograms[first:stop], device=device)
         sigma = torch.full((stop - first,), noise_sigma, device=device)
-        post = stream_posterior(sampler, operator, sino, sigma, (seed, SEED_TAG), range(first, stop), n_samples,
-                                resampler, device)
+        post = stream_posterior(setup.sampler, operator, sino, sigma, (seed, SEED_TAG), range(first, stop),
+                                n_samples, resampler, device)
         std = resampler.extend_std(post.std)
         lower, upper = gaussian_interval(post.mean, std, level, 1.0)
         means.append(post.mean)
@@ -150,3 +134,29 @@ def calibrate(store_path: str, recipe: dict[str, Any]) -> dict[str, Any]:
     store.write_meta_json(CALIBRATION_FILE, record)
     store.update_attrs({"calibration": record, "interval_scale": record["scale"]})
     return record
+
+
+def interval_scale(store: ResultStore, recipe: CTRecipe) -> float:
+    """The calibration's interval factor (1 without calibration)."""
+    if recipe.calibration is None:
+        return 1.0
+    record = store.read_meta_json(CALIBRATION_FILE)
+    if record is None or "scale" not in record:
+        raise ValueError(
+            f"{store.path}: the recipe asks for calibration but {CALIBRATION_FILE} is missing from the store; "
+            "the calibrate task must run before the regions"
+        )
+    return float(record["scale"])
+
+
+def calibration_summary(store: ResultStore) -> dict[str, Any]:
+    """The calibration's numbers for the run summary (nothing when the run was not calibrated)."""
+    record = store.read_meta_json(CALIBRATION_FILE)
+    if record is None:
+        return {}
+    return {
+        "interval_scale": record["scale"],
+        "calibration_pairs": record["pairs"],
+        "calibration_coverage_before": record["coverage_before"],
+        "calibration_coverage_after": record["coverage_after"],
+    }

@@ -1,50 +1,61 @@
 """Field methods as a recipe names them: ``gp``, ``sparse-gp``, ``gp-physics``, ``pinn``.
 
 A method's parameters are of two kinds. Most go to the solver's constructor, whose signature
-(and its own checks) is the single source of truth, as for the imaging samplers in
-tasks/methods.py: building the solver *is* the validation. The rest describe the problem rather
-than the solver (the PDE's right-hand side, a Dirichlet boundary value, the observation noise,
-the PDE's domain): the pipeline consumes them when it calls ``fit``, and they are declared here
-with their defaults, so a typo in either kind fails at ``inversa check``.
+(types, defaults and its own checks) is the single source of truth, as for the CT samplers:
+building the solver *is* the validation. The rest describe the problem rather than the solver
+(the PDE's right-hand side, a Dirichlet boundary value, the observation noise, the PDE's domain):
+the pipeline hands them to ``fit``, and they are declared here with their types and defaults, so
+a typo or a wrong type in either kind fails at ``inversa check``.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 
-PROBLEM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gp": {"noise_std": None},
+from pydantic import AfterValidator, Field
+
+from inversa.data.pde_sources import SOURCES
+from inversa.models.solvers import SOLVERS
+from inversa.models.solvers.base import FieldSolver
+from inversa.tasks.core.params import ParameterSchema
+
+SourceName = Literal[tuple(SOURCES)]  # type: ignore[valid-type]
+
+
+def _box(value: list[float] | None) -> list[float] | None:
+    if value is not None and (value[1] <= value[0] or value[3] <= value[2] or not all(map(math.isfinite, value))):
+        raise ValueError(f"expected [xmin, xmax, ymin, ymax] with xmax > xmin, ymax > ymin, got {value!r}")
+    return value
+
+
+Domain = Annotated[list[float], Field(min_length=4, max_length=4), AfterValidator(_box)]
+NOISE_STD = ("noise_std", (Annotated[float, Field(gt=0)] | None, None))  # in the units of the values
+BOUNDARY = ("boundary_value", (float | None, None))  # Dirichlet u on the domain's edges
+DOMAIN = ("domain", (Domain | None, None))  # [xmin, xmax, ymin, ymax]; default: the output grid's extent
+
+PROBLEM_PARAMETERS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "gp": dict([NOISE_STD]),
     "sparse-gp": {},
-    "gp-physics": {"source": 1.0, "k": 1.0, "boundary_value": None, "noise_std": None, "domain": None},
-    "pinn": {"source": 0.0, "boundary_value": None, "noise_std": None, "domain": None},
+    "gp-physics": dict([("source", (float | SourceName, 1.0)), BOUNDARY, NOISE_STD, DOMAIN]),
+    "pinn": dict([("source", (float | SourceName, 0.0)), BOUNDARY, NOISE_STD, DOMAIN]),
 }
-"""Problem parameters per method (consumed by tasks/field_solve.py, not by the constructor)."""
-
-SOURCES = ("sine",)
-"""Named right-hand sides: ``sine`` is ``2 pi^2 sin(pi x) sin(pi y)`` (data/synthetic_fields.py)."""
-
-
-SOLVER_CLASSES = {"gp": "ExactGPSolver", "sparse-gp": "SparseGPSolver", "gp-physics": "PhysicsGPSolver",
-                  "pinn": "PINNEnsembleSolver"}
-
-
-def _solver_class(name: str) -> type:
-    import inversa.models.solvers as solvers  # imported on use: gpytorch is slow to import
-
-    return getattr(solvers, SOLVER_CLASSES[name])
+"""Problem parameters per method, with types and defaults (given to ``fit``, not the constructor).
+``source`` is a number (a constant f) or a named source of data/pde_sources.py."""
 
 
 def field_method_names() -> list[str]:
-    return sorted(PROBLEM_DEFAULTS)
+    return sorted(SOLVERS)
 
 
-def _constructor_parameters(name: str) -> dict[str, inspect.Parameter]:
-    signature = inspect.signature(_solver_class(name).__init__)
-    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return {k: p for k, p in signature.parameters.items() if k not in ("self", "dtype") and p.kind in kinds}
+@lru_cache(maxsize=None)
+def _schemas(name: str) -> tuple[ParameterSchema, ParameterSchema]:
+    """(the solver's constructor parameters, the problem parameters) of method ``name``."""
+    solver = ParameterSchema.of(name, SOLVERS[name].__init__)
+    problem = ParameterSchema.declared(name, PROBLEM_PARAMETERS.get(name, {}))
+    return solver, problem
 
 
 @dataclass(frozen=True)
@@ -54,59 +65,32 @@ class FieldMethod:
     name: str
     solver_params: dict[str, Any] = field(default_factory=dict)
     problem: dict[str, Any] = field(default_factory=dict)
+    given: dict[str, Any] = field(default_factory=dict)  # what the recipe set, typed (the recipe keeps these)
 
-    def build(self):
+    def build(self) -> FieldSolver:
         """A fresh, unfitted solver."""
-        return _solver_class(self.name)(**self.solver_params)
+        return SOLVERS[self.name](**self.solver_params)
 
     def resolved(self) -> dict[str, Any]:
         """Every parameter with its default: what provenance records."""
-        defaults = {k: p.default for k, p in _constructor_parameters(self.name).items()
-                    if p.default is not inspect.Parameter.empty}
-        return {**defaults, **self.solver_params, **self.problem}
-
-
-def _check_problem(name: str, problem: dict[str, Any]) -> None:
-    where = f"method.params of {name!r}"
-    source = problem.get("source")
-    if "source" in problem and not (source in SOURCES or _finite(source)):
-        raise ValueError(f"{where}: 'source': expected a number or one of {SOURCES}, got {source!r}")
-    if "k" in problem and not (_finite(problem["k"]) and problem["k"] > 0):
-        raise ValueError(f"{where}: 'k': expected a number > 0 (the known conductivity), got {problem['k']!r}")
-    value = problem.get("boundary_value")
-    if value is not None and not _finite(value):
-        raise ValueError(f"{where}: 'boundary_value': expected a number (Dirichlet u on the domain edge) or null")
-    noise = problem.get("noise_std")
-    if noise is not None and not (_finite(noise) and noise > 0):
-        raise ValueError(f"{where}: 'noise_std': expected a number > 0 (in the units of the values) or null")
-    domain = problem.get("domain")
-    if domain is not None:
-        ok = isinstance(domain, (list, tuple)) and len(domain) == 4 and all(_finite(v) for v in domain)
-        if not ok or domain[1] <= domain[0] or domain[3] <= domain[2]:
-            raise ValueError(f"{where}: 'domain': expected [xmin, xmax, ymin, ymax] with xmax > xmin, ymax > ymin, "
-                             f"got {domain!r}")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return {**_schemas(self.name)[0].defaults(), **self.solver_params, **self.problem}
 
 
 def field_method(name: str, params: dict[str, Any] | None) -> FieldMethod:
-    """Validate a recipe's ``method`` for a field run; the error names the parameter at fault."""
-    if name not in PROBLEM_DEFAULTS:
+    """Validate and type a recipe's ``method`` for a field run; the error names the parameter at fault."""
+    if name not in SOLVERS:
         raise ValueError(f"unknown field method {name!r}; expected one of {', '.join(field_method_names())}")
     params = dict(params or {})
-    accepted = _constructor_parameters(name)
-    problem_keys = set(PROBLEM_DEFAULTS[name])
-    unknown = sorted(set(params) - set(accepted) - problem_keys)
+    solver_schema, problem_schema = _schemas(name)
+    known = set(solver_schema.names) | set(problem_schema.names)
+    unknown = sorted(set(params) - known)
     if unknown:
-        raise ValueError(
-            f"method {name!r}: unknown parameter(s) {unknown}; expected any of {sorted(set(accepted) | problem_keys)}"
-        )
-    solver_params = {k: v for k, v in params.items() if k in accepted}
-    problem = {**PROBLEM_DEFAULTS[name], **{k: v for k, v in params.items() if k in problem_keys}}
-    _check_problem(name, problem)
-    method = FieldMethod(name, solver_params, problem)
+        # Name every accepted parameter, constructor's and problem's alike.
+        ParameterSchema.declared(name, {k: (Any, None) for k in known}).coerce(params)
+    solver_params = solver_schema.coerce({k: v for k, v in params.items() if k in solver_schema.names})
+    problem_given = problem_schema.coerce({k: v for k, v in params.items() if k in problem_schema.names})
+    problem = {**problem_schema.defaults(), **problem_given}
+    method = FieldMethod(name, solver_params, problem, {**solver_params, **problem_given})
     try:
         method.build()
     except (TypeError, ValueError) as exc:

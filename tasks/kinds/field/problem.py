@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -38,7 +36,8 @@ from inversa.data.readers.field_grid import field_candidates
 from inversa.data.readers.field_input import SCATTERED, field_input_kind, read_field_input
 from inversa.data.readers.xarray_files import open_dataset_file
 from inversa.data.readers.sniff import is_zarr_directory, require_exists
-from inversa.tasks.measurement import FILE_READ_LOCK, _file_key
+from inversa.tasks.core.inputs import FILE_READ_LOCK, file_key
+from inversa.tasks.kinds.field.recipe import FieldRecipe
 
 NON_FIELD_VARIABLES = (MASK, "chc")
 DEFAULT_GRID = {"shape": [128, 128], "mask": "convex-hull"}
@@ -178,10 +177,6 @@ class FieldProblem:
         return None if self.reference is None else self.reference[start:stop]
 
 
-def _grid_section(recipe: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in dict(recipe.get("grid") or {}).items() if v is not None}
-
-
 def _components(ds: xr.Dataset, kind: str) -> tuple[str, ...] | None:
     if kind == SCATTERED:
         if COMPONENT not in ds[VALUE].dims:
@@ -193,9 +188,9 @@ def _components(ds: xr.Dataset, kind: str) -> tuple[str, ...] | None:
     return tuple(names) if len(names) > 1 else None
 
 
-def _reference_on(recipe: dict[str, Any], xs: np.ndarray, ys: np.ndarray, times, components) -> np.ndarray:
-    path = recipe["reference"]
-    ref = _cached_reference(_file_key(path), path, recipe.get("reference_variable"))
+def _reference_on(recipe: FieldRecipe, xs: np.ndarray, ys: np.ndarray, times, components) -> np.ndarray:
+    path = recipe.reference
+    ref = _cached_reference(file_key(path), path, recipe.reference_variable)
     dims = (TIME, "y", "x") if times is not None else ("y", "x")
     if components:
         raise InvalidMeasurement(path, str(ref.name), "a scalar reference field", "a vector field run")
@@ -210,25 +205,24 @@ def _reference_on(recipe: dict[str, Any], xs: np.ndarray, ys: np.ndarray, times,
     return np.asarray(ref.values, dtype=np.float32)
 
 
-def load_field_problem(recipe: dict[str, Any]) -> FieldProblem:
+def load_field_problem(recipe: FieldRecipe) -> FieldProblem:
     """Read and check a field recipe's input (and reference) and decide the output grid."""
-    path = str(recipe["input"])
-    options = dict(recipe.get("observations") or {})
-    reader_options = {k: options[k] for k in ("columns", "units", "projection", "duplicates") if k in options}
-    ds = _cached_input(_file_key(path), path, json.dumps(reader_options, sort_keys=True), recipe.get("variable"))
+    path = str(recipe.input)
+    reader_options = recipe.observations.model_dump() if recipe.observations is not None else {}
+    ds = _cached_input(file_key(path), path, json.dumps(reader_options, sort_keys=True), recipe.variable)
     kind = field_input_kind(ds)
     components = _components(ds, kind)
     times = np.asarray(ds[TIME].values) if TIME in ds.dims else None
-    spec = _grid_section(recipe)
+    spec = recipe.grid.given()
     cell_mask = None
     if kind == SCATTERED:
-        if spec or not recipe.get("reference"):
+        if spec or not recipe.reference:
             grid = FieldGrid.from_spec(spec or DEFAULT_GRID, ds)
             grid.check_inside(ds, source=path)
             xs, ys = grid.centres()
             cell_mask = grid.mask() if grid.hull is not None else None
         else:
-            ref = _cached_reference(_file_key(recipe["reference"]), recipe["reference"], recipe.get("reference_variable"))
+            ref = _cached_reference(file_key(recipe.reference), recipe.reference, recipe.reference_variable)
             xs, ys = (np.asarray(ref[a].values, dtype=np.float64) for a in ("x", "y"))
         coord_units = str(ds["x"].attrs.get("units", "m"))
     else:
@@ -240,18 +234,10 @@ def load_field_problem(recipe: dict[str, Any]) -> FieldProblem:
         if times is not None:  # a time series: cells never observed (land) are outside the field
             ever = ds[MASK].values if ds[MASK].ndim == 2 else ds[MASK].values.any(axis=0)
             cell_mask = None if ever.all() else ever
-    holdout = dict(recipe.get("holdout") or {})
-    reference = _reference_on(recipe, xs, ys, times, components) if recipe.get("reference") else None
+    reference = _reference_on(recipe, xs, ys, times, components) if recipe.reference else None
     return FieldProblem(
         input=path, kind=kind, data=ds, xs=xs, ys=ys, coord_units=coord_units,
         units=str(ds.attrs.get("units", "1")), components=components, times=times, cell_mask=cell_mask,
-        reference=reference, holdout_fraction=float(holdout.get("fraction", 0.0)),
-        holdout_seed=int(holdout.get("seed", 0)),
+        reference=reference, holdout_fraction=recipe.holdout.fraction if recipe.holdout else 0.0,
+        holdout_seed=recipe.holdout.seed if recipe.holdout else 0,
     )
-
-
-def field_input_digest_path(path: str) -> str:
-    """The path whose content digests a field input (a glob of .vec frames: their directory)."""
-    if any(ch in path for ch in "*?["):
-        return str(Path(path).parent)
-    return path

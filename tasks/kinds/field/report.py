@@ -12,19 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from inversa.data.png import data_uri, downsample, side_by_side
 from inversa.data.store import ResultStore
-from inversa.tasks.field_run import FIT_FILE
-
-PREVIEW_PIXELS = 160
-HOLDOUT_KEYS = ("holdout_n", "holdout_values", "holdout_sq_error", "holdout_covered")
-
-
-def is_field_store(store: ResultStore) -> bool:
-    return store.provenance.get("kind") == "field"
+from inversa.models.uq import coverage
+from inversa.tasks.core.kind import Panel, Preview
+from inversa.tasks.kinds.field.fit import FIT_FILE, HOLDOUT_KEYS
 
 
-def summarize_field(store: ResultStore) -> dict[str, Any]:
+def summarize(store: ResultStore) -> dict[str, Any]:
     ds = store.to_xarray()
     layout = store.layout
     summary: dict[str, Any] = {layout.leading_dim if layout.leading_dim != "y" else "rows": int(layout.n_slices)}
@@ -40,7 +34,7 @@ def summarize_field(store: ResultStore) -> dict[str, Any]:
             err = mean[finite] - ref[finite]
             summary["rmse"] = float(np.sqrt(np.mean(err ** 2)))
             summary["relative_rmse"] = summary["rmse"] / (float(np.std(ref[finite])) or 1.0)
-            summary["coverage"] = float(np.mean((lower[finite] <= ref[finite]) & (ref[finite] <= upper[finite])))
+            summary["coverage"] = coverage(lower[finite], upper[finite], ref[finite])
     records = [store.region_record(i) for i in sorted(store.done_regions())]
     fit = store.read_meta_json(FIT_FILE)
     sources = [fit] if fit is not None else [r.get("info", {}) for r in records]
@@ -62,9 +56,9 @@ def summarize_field(store: ResultStore) -> dict[str, Any]:
     return summary
 
 
-def field_panels(store: ResultStore, index: int = 0) -> tuple[list[np.ndarray], list[str]]:
-    """Images of time step ``index`` (the whole field when static), north up: mean and std (the
-    speed and the std of the first component for a vector field), and |mean - reference|."""
+def preview(store: ResultStore, index: int = 0) -> Preview:
+    """Time step ``index`` (the whole field when static), north up: mean and std (the speed and
+    the std of the first component for a vector field), and |mean - reference|."""
     ds = store.to_xarray()
     layout = store.layout
     if layout.leading_dim == "time":
@@ -77,18 +71,9 @@ def field_panels(store: ResultStore, index: int = 0) -> tuple[list[np.ndarray], 
         arrays = {n: (np.sqrt(np.sum(a ** 2, axis=-1)) if n != "std" else a[..., 0]) for n, a in arrays.items()}
     ys = np.asarray(ds["y"].values)
     up = (lambda a: a[::-1]) if len(ys) > 1 and ys[0] < ys[-1] else (lambda a: a)  # noqa: E731
-    panels = [up(arrays["mean"]), up(arrays["std"])]
-    labels = ["mean speed" if layout.components else "mean",
-              f"std of {layout.components[0]}" if layout.components else "std"]
+    panels = [Panel(up(arrays["mean"]), "mean speed" if layout.components else "mean"),
+              Panel(up(arrays["std"]), f"std of {layout.components[0]}" if layout.components else "std")]
     if store.has_reference:
-        panels.append(up(np.abs(arrays["mean"] - arrays["reference"])))
-        labels.append("|mean - reference|")
-    return panels, labels
-
-
-def field_preview_markdown(store: ResultStore, title: str) -> str:
-    panels, labels = field_panels(store)
-    image = side_by_side([downsample(p, PREVIEW_PIXELS) for p in panels])
-    where = "First time step" if store.layout.leading_dim == "time" else "The field"
-    return (f"### {title}\n\n{where}, north up, left to right: {', '.join(labels)}.\n\n"
-            f"![preview]({data_uri(image)})\n")
+        panels.append(Panel(up(np.abs(arrays["mean"] - arrays["reference"])), "|mean - reference|"))
+    where = f"Time step {index}" if layout.leading_dim == "time" else "The field"
+    return Preview(panels, f"{where}, north up")

@@ -1,0 +1,55 @@
+"""Everything a CT reconstruction needs, derived from the recipe in one place.
+
+Planning, calibration and every region build the same things in the same order: the
+measurement, the output grid, the sampler (with its prior's network on the run's device), the
+grid the sampler works on (the prior's, else the output grid), the projector for that grid and
+the resampler from it to the output grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import xarray as xr
+
+from inversa.models.physics.tomography import CTGeometry
+from inversa.models.priors.prior import DiffusionPrior
+from inversa.models.resampling import Grid, GridResampler, working_grid
+from inversa.models.samplers import Sampler
+from inversa.tasks.core.devices import resolve_device
+from inversa.tasks.kinds.ct.measurement import geometry_for, grid_for, load_measurement, operator_for
+from inversa.tasks.kinds.ct.methods import build_sampler, prior_of
+from inversa.tasks.kinds.ct.recipe import CTRecipe
+
+
+@dataclass(frozen=True)
+class Setup:
+    measurement: xr.Dataset
+    grid: Grid  # the output grid
+    work: Grid  # the grid the sampler works on
+    geometry: CTGeometry  # of the working grid
+    device: torch.device
+    sampler: Sampler
+    prior: DiffusionPrior | None
+
+    @property
+    def resampler(self) -> GridResampler:
+        return GridResampler(self.work, self.grid)
+
+    def operator(self):
+        """The projector of the working grid on the run's device (cached per process)."""
+        return operator_for(self.geometry, self.device)
+
+
+def setup_for(recipe: CTRecipe, device: torch.device | None = None) -> Setup:
+    """The run's pieces; ``device`` defaults to the recipe's (``auto``: a GPU when there is one)."""
+    device = resolve_device(recipe.device) if device is None else device
+    measurement = load_measurement(recipe)
+    grid = grid_for(recipe, measurement)
+    sampler = build_sampler(recipe.method.name, recipe.method.params, device)
+    prior = prior_of(sampler)
+    work = working_grid(prior, grid) if prior is not None else grid
+    geometry = geometry_for(measurement, work)
+    geometry.validate()
+    return Setup(measurement, grid, work, geometry, device, sampler, prior)

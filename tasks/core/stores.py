@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,6 @@ def make_plan(recipe: RecipeBase) -> Plan:
 
 def code_version() -> str:
     """The installed version, plus the git commit when running from a checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         v = version("inversa")
     except PackageNotFoundError:

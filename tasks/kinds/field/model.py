@@ -154,8 +154,7 @@ class FieldModel:
 
 def _member_infos(solver: FieldSolver) -> list[dict]:
     """The info of each fitted solver (one per component for a componentwise model)."""
-    members = getattr(solver, "solvers", None)
-    return [s.info for s in members] if isinstance(solver, Componentwise) and members else [solver.info]
+    return [s.info for s in solver.solvers] if isinstance(solver, Componentwise) else [solver.info]
 
 
 def _brief(info: dict) -> dict:

@@ -1,7 +1,8 @@
 """Readers that turn files into validated measurements.
 
 ``read_measurement`` picks the reader from the file's content (magic bytes), so a user can pass
-any supported file without naming its format; ``format=`` overrides the guess.
+any supported file without naming its format; ``format=`` overrides the guess. MRI k-space
+files have their own entry point, ``read_mri``; ``mri_format`` tells them apart from CT files.
 """
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ from __future__ import annotations
 from inversa.data.errors import UnknownFormat
 from inversa.data.readers.dxchange import read_dxchange
 from inversa.data.readers.htc2022 import read_htc2022
+from inversa.data.readers.mri import read_mri
+from inversa.data.readers.mri_reference import read_mri_reference
+from inversa.data.readers.mri_sniff import MRI_FORMATS, mri_format
 from inversa.data.readers.numpy_arrays import read_numpy
 from inversa.data.readers.reference import read_reference
 from inversa.data.readers.sniff import FORMATS, detect_format, require_exists
 from inversa.data.readers.xarray_files import read_xarray
 
-__all__ = ["FORMATS", "detect_format", "read_measurement", "read_reference"]
+__all__ = ["FORMATS", "MRI_FORMATS", "detect_format", "mri_format", "read_measurement", "read_mri",
+           "read_mri_reference", "read_reference"]
 
 
 def read_measurement(path, format: str | None = None, **options):

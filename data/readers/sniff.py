@@ -2,6 +2,7 @@
 
 File names lie (a NetCDF-4 file is HDF5, a MATLAB 7.3 file is HDF5 behind a 512-byte header),
 so the decision reads magic bytes and, for HDF5, looks inside for the Data Exchange layout.
+MRI k-space files have their own detector, ``data.readers.mri_sniff.mri_format``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def _hdf5_has_exchange(path: Path) -> bool:
 
     try:
         with h5py.File(path, "r") as f:
+            if "kspace" in f or any("xml" in g and "data" in g for g in f.values() if isinstance(g, h5py.Group)):
+                # MRI raw data (fastMRI k-space, ISMRMRD): say so rather than fail inside the NetCDF reader.
+                raise UnknownFormat(path, "(file)", "a CT measurement (Data Exchange or NetCDF-4 HDF5)",
+                                    "MRI k-space (fastMRI or ISMRMRD): read it with inversa.data.readers.read_mri")
             return "exchange/data" in f
     except OSError as err:
         raise CorruptFile(path, "(HDF5 superblock)", "a readable HDF5 file", f"{err}") from None
@@ -70,7 +75,7 @@ def detect_format(path) -> str:
     if hdf5_signature_offset(head) is not None:
         if head.startswith(b"MATLAB 7.3"):
             raise UnknownFormat(path, "(file)", "a MATLAB v5 file (HTC2022) or a Data Exchange/NetCDF HDF5 file",
-                                "a MATLAB 7.3 file, which has no CT measurement reader")
+                                "a MATLAB 7.3 file, which has no CT measurement reader (MRI k-space: read_mri)")
         return "dxchange" if _hdf5_has_exchange(path) else "netcdf"
     raise UnknownFormat(
         path, "(file)", "a MATLAB v5, HDF5 (Data Exchange or NetCDF-4), NetCDF, NumPy .npy/.npz file or a zarr directory",

@@ -8,6 +8,7 @@ import torch
 
 from inversa.models.physics import conformance
 from inversa.models.physics.base import Gradient2D, Identity, LinearOperator, MatrixOperator
+from inversa.models.physics.mri import SenseOperator
 from inversa.models.physics.tomography import CTGeometry, FanBeam2D, ParallelBeam2D
 
 _MATRIX = torch.randn(35, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -27,6 +28,17 @@ REGISTRY = {
     "fan_beam": lambda: FanBeam2D(_FAN),
     # Streaming blocks rebuilt per call: the uncached path must be the same operator.
     "fan_beam_uncached": lambda: FanBeam2D(_FAN, max_cached_nnz=0, block_nnz=1500),
+    # SENSE (real view). S = 2 slices, 3 coils, odd x even grid, a random mask per slice; a batch
+    # item is the whole region (stack_slices) so that every item is the same operator, as the
+    # suite assumes (the flat layout uses maps[n % S]; tests/models/test_physics_mri.py covers it).
+    "sense_multicoil": lambda: SenseOperator(
+        torch.randn(2, 3, 6, 5, dtype=torch.complex128, generator=torch.Generator().manual_seed(5)),
+        torch.rand(2, 6, 5, generator=torch.Generator().manual_seed(6)) < 0.5, stack_slices=True, coil_chunk=2),
+    "sense_single_coil": lambda: SenseOperator.single_coil(
+        (7, 6), torch.rand(7, 6, generator=torch.Generator().manual_seed(7)) < 0.4, dtype=torch.float64),
+    # Fully sampled: norm() is the exact value, not a power iteration.
+    "sense_fully_sampled": lambda: SenseOperator(
+        torch.randn(1, 4, 5, 7, dtype=torch.complex128, generator=torch.Generator().manual_seed(8))),
 }
 
 

@@ -1,10 +1,11 @@
 """Reconstruction methods behind one interface (``Sampler.sample``), looked up by recipe name.
 
-Point estimates (FBP, Tikhonov by CGLS, TV by primal-dual) and posterior samplers answer the
-same call with the same ``SampleResult``, so the pipeline treats them alike; ``REGISTRY`` maps a
-recipe's method name to the class whose constructor keywords are the method's parameters. The
-diffusion samplers take their network as ``denoiser=``; turning a recipe's checkpoint path into
-that denoiser is file work and belongs to ``tasks.methods``, so the registry holds classes only.
+Point estimates (FBP, Tikhonov by CGLS, TV by primal-dual; for MRI zero-filled, CG-SENSE and
+L1-wavelet CS) and posterior samplers answer the same call with the same ``SampleResult``, so
+the pipeline treats them alike; ``REGISTRY`` maps a recipe's method name to the class whose
+constructor keywords are the method's parameters. The diffusion samplers take their network as
+``denoiser=``; turning a recipe's checkpoint path into that denoiser is file work and belongs to
+``tasks.methods``, so the registry holds classes only.
 """
 
 from .base import SampleResult, Sampler, StepCallback
@@ -12,6 +13,7 @@ from .cgls import Tikhonov
 from .diffusion import DDS, DPS, DiffusionSampler, REDDiff
 from .fbp import FBP, fbp_reconstruct
 from .gaussian import GaussianPosterior
+from .mri import CGSense, L1WaveletCS, ZeroFilled
 from .tv import TV
 
 REGISTRY: dict[str, type[Sampler]] = {
@@ -22,9 +24,12 @@ REGISTRY: dict[str, type[Sampler]] = {
     DPS.name: DPS,
     DDS.name: DDS,
     REDDiff.name: REDDiff,
+    ZeroFilled.name: ZeroFilled,
+    CGSense.name: CGSense,
+    L1WaveletCS.name: L1WaveletCS,
 }
 
 __all__ = [
     "REGISTRY", "Sampler", "SampleResult", "StepCallback", "FBP", "fbp_reconstruct", "GaussianPosterior",
-    "Tikhonov", "TV", "DiffusionSampler", "DPS", "DDS", "REDDiff",
+    "Tikhonov", "TV", "DiffusionSampler", "DPS", "DDS", "REDDiff", "ZeroFilled", "CGSense", "L1WaveletCS",
 ]

@@ -3,9 +3,13 @@
 The pipeline runs one sampler instance in several region threads and reads what a call cost from
 its result, so a sampler that left counts on ``self`` (or let two calls share them) would store
 one region's cost under another's. Each method runs on a 16 x 16 parallel-beam problem with a few
-steps; the diffusion samplers get the exact denoiser of a white Gaussian prior.
+steps; the diffusion samplers get the exact denoiser of a white Gaussian prior. The MRI methods
+(``MRI_METHODS``) run instead on a real-view complex problem, images ``(2, 16, 16)`` (real and
+imaginary channels) and four-coil data ``(4, 16, 16, 2)``, through a dense matrix with half its
+rows zero (undersampled): they only use the operator interface, so any such operator will do.
 """
 
+import math
 import threading
 import time
 from dataclasses import fields
@@ -13,15 +17,30 @@ from dataclasses import fields
 import numpy as np
 import pytest
 import torch
-
+from inversa.models.physics.base import MatrixOperator
 from inversa.models.physics.tomography import CTGeometry, ct_operator
 from inversa.models.priors import GaussianDenoiser
-from inversa.models.samplers import DDS, DPS, FBP, REGISTRY, TV, GaussianPosterior, REDDiff, Sampler, Tikhonov
+from inversa.models.samplers import (
+    DDS,
+    DPS,
+    FBP,
+    REGISTRY,
+    TV,
+    CGSense,
+    GaussianPosterior,
+    L1WaveletCS,
+    REDDiff,
+    Sampler,
+    Tikhonov,
+    ZeroFilled,
+)
 from inversa.models.samplers.base import SampleResult
 
 N, B, DRAWS, SIGMA = 16, 2, 3, 0.01
 N_STEPS = 5
 PER_CALL = ("nfe", "iterations", "cg_iterations", "cg_residual", "residual", "steps", "last_mean")
+MRI_METHODS = ("zero-filled", "cg-sense", "cs")
+COILS = 4
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +56,28 @@ def problem():
     return op, y, den
 
 
+@pytest.fixture(scope="module")
+def mri_problem(problem):
+    """A real-view complex problem: ``(2, N, N)`` images, ``(COILS, N, N, 2)`` data, every other k-space row zero."""
+    g = torch.Generator().manual_seed(1)
+    n_in, out_shape = 2 * N * N, (COILS, N, N, 2)
+    matrix = torch.randn(COILS * N * N * 2, n_in, generator=g, dtype=torch.float64) / math.sqrt(n_in)
+    rows = torch.zeros(out_shape, dtype=torch.bool)
+    rows[:, ::2] = True  # "sampled" rows of k-space
+    matrix[~rows.reshape(-1)] = 0.0
+    op = MatrixOperator(matrix, in_shape=(2, N, N), out_shape=out_shape)
+    op.norm()
+    x = torch.rand(2 * B, 2, N, N, generator=g, dtype=torch.float64) - 0.5
+    y = op(x) + SIGMA * torch.randn((2 * B, *out_shape), generator=g, dtype=torch.float64) * rows
+    return op, y, problem[2]
+
+
+@pytest.fixture
+def case(request, problem, mri_problem):
+    """The problem a method runs on: the MRI methods get the complex one."""
+    return mri_problem if request.param in MRI_METHODS else problem
+
+
 def build(name: str, den) -> Sampler:
     """A cheap instance of every registered method; a new method without one here fails the contract."""
     makers = {
@@ -47,6 +88,9 @@ def build(name: str, den) -> Sampler:
         "dps": lambda: DPS(den, n_steps=N_STEPS, sigma_max=1.0),
         "dds": lambda: DDS(den, n_steps=N_STEPS, sigma_max=1.0, cg_steps=3),
         "reddiff": lambda: REDDiff(den, n_steps=N_STEPS),
+        "zero-filled": lambda: ZeroFilled(),
+        "cg-sense": lambda: CGSense(max_iter=20, tol=1e-10),
+        "cs": lambda: L1WaveletCS(lam=0.01, max_iter=30, tol=1e-3, level=2),
     }
     assert name in makers, f"sampler {name!r} is registered but the contract test does not build it"
     return makers[name]()
@@ -79,14 +123,14 @@ class Recorder:
             time.sleep(self.pause)  # hands the GIL over so concurrent calls interleave step by step
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_sample_returns_a_result_and_reports_every_step(name, problem):
-    op, y, den = problem
+@pytest.mark.parametrize("name, case", [(name, name) for name in sorted(REGISTRY)], indirect=["case"])
+def test_sample_returns_a_result_and_reports_every_step(name, case):
+    op, y, den = case
     s = build(name, den)
     assert REGISTRY[name] is type(s) and isinstance(s.no_grad, bool)
     plain = call(s, op, y[:B])
     assert isinstance(plain, SampleResult)
-    assert plain.samples.shape == (1 if s.deterministic else DRAWS, B, N, N)
+    assert plain.samples.shape == (1 if s.deterministic else DRAWS, B, *op.in_shape)
     assert bool(torch.isfinite(plain.samples).all())
     assert isinstance(plain.nfe, int) and plain.nfe >= 1
     assert isinstance(plain.iterations, int) and plain.iterations >= 0
@@ -102,15 +146,15 @@ def test_sample_returns_a_result_and_reports_every_step(name, problem):
     expected = list(range(1, plain.steps + 1)) + ([total] if plain.steps < total else [])
     assert [step for step, _ in seen.calls] == expected
     assert seen.calls[-1] == (total, total) and plain.steps <= total
-    if name in ("tikhonov", "tv"):
+    if name in ("tikhonov", "tv", "cg-sense", "cs"):
         assert total == s.max_iter
     else:
-        assert total == {"fbp": 1, "gaussian": 2}.get(name, N_STEPS)  # diffusion: one step per noise level
+        assert total == {"fbp": 1, "gaussian": 2, "zero-filled": 1}.get(name, N_STEPS)  # diffusion: one step per noise level
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_a_call_leaves_nothing_on_the_sampler(name, problem):
-    op, y, den = problem
+@pytest.mark.parametrize("name, case", [(name, name) for name in sorted(REGISTRY)], indirect=["case"])
+def test_a_call_leaves_nothing_on_the_sampler(name, case):
+    op, y, den = case
     s = build(name, den)
     before = dict(vars(s))
     call(s, op, y[:B])
@@ -123,9 +167,9 @@ def test_a_call_leaves_nothing_on_the_sampler(name, problem):
     assert all(after[k] is before[k] for k in before), [k for k in before if after[k] is not before[k]]
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_two_threads_on_one_sampler_get_what_two_sequential_calls_get(name, problem):
-    op, y, den = problem
+@pytest.mark.parametrize("name, case", [(name, name) for name in sorted(REGISTRY)], indirect=["case"])
+def test_two_threads_on_one_sampler_get_what_two_sequential_calls_get(name, case):
+    op, y, den = case
     inputs = [(y[:B], 5), (y[B:], 50)]
     sequential = build(name, den)
     expected = [call(sequential, op, yi, seed) for yi, seed in inputs]
@@ -158,7 +202,7 @@ class CountingOperator:
 
     def __init__(self, op):
         self.op, self.forward_calls, self.adjoint_calls = op, 0, 0
-        self.in_shape, self.out_shape, self.geometry = op.in_shape, op.out_shape, op.geometry
+        self.in_shape, self.out_shape, self.geometry = op.in_shape, op.out_shape, getattr(op, "geometry", None)
 
     def norm(self, *args, **kwargs):
         return self.op.norm(*args, **kwargs)
@@ -234,6 +278,25 @@ def test_gaussian_reports_its_slowest_solve_and_its_residual(problem):
     # Cut short: the residual says so.
     short = GaussianPosterior(tol=1e-6, max_iter=3, preconditioner="none").sample(y[:B], op, SIGMA, DRAWS, gens(5))
     assert short.iterations == 3 and short.residual > 1e-6
+
+
+def test_mri_methods_count_their_operator_calls_and_can_stop_early(mri_problem):
+    op, y, _ = mri_problem
+    counted = CountingOperator(op)  # no ``normal``: the samplers fall back to A^T (A x), two calls
+    assert ZeroFilled().sample(y[:B], counted).nfe == counted.calls == 1
+
+    counted.forward_calls = counted.adjoint_calls = 0
+    seen = Recorder()
+    cg = CGSense(max_iter=200, tol=1e-8).sample(y[:B], counted, callback=seen)
+    assert cg.nfe == counted.calls == 1 + 2 * cg.iterations and cg.steps == cg.iterations < 200
+    assert 0 < cg.residual <= 1e-8 and seen.calls[-1] == (200, 200) and seen.calls[-2] == (cg.steps, 200)
+
+    counted.forward_calls = counted.adjoint_calls = 0
+    seen = Recorder()
+    cs = L1WaveletCS(lam=0.01, max_iter=400, tol=1e-4, level=2).sample(y[:B], counted, callback=seen)
+    assert cs.nfe == counted.calls == 1 + 2 * cs.steps + 2 and cs.iterations == 0 and cs.residual == 0.0
+    assert 10 < cs.steps < 400  # stopped on its tolerance
+    assert seen.calls[-1] == (400, 400) and seen.calls[-2] == (cs.steps, 400)
 
 
 @pytest.mark.parametrize("make, want_iterations", [

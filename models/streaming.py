@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from inversa.models.resampling import GridResampler
 from inversa.models.uq import Welford
 
 SAMPLE_CHUNK = 8  # CPU: posterior samples per sampler call (each times the region's slices); fixed
@@ -90,6 +89,7 @@ class Posterior:
     chunks: list[int] = field(default_factory=list)
     solver_iterations: int = 0
     solver_residual: float = 0.0
+    raw_mean: np.ndarray | None = None  # the mean in the sampler's own image space, when asked for
 
     def add_cost(self, result) -> None:
         """Fold one ``SampleResult``'s diagnostics in."""
@@ -110,31 +110,37 @@ def stream_posterior(
     seed: int | tuple[int, ...],
     slices: range,
     n_samples: int,
-    resampler: GridResampler,
+    to_output: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     on_chunk: Callable[[int, np.ndarray], None] | None = None,
     progress: Progress | None = None,
+    keep_raw_mean: bool = False,
 ) -> Posterior:
     """Draw ``n_samples`` per slice in chunks; fold each into Welford; hand each to ``on_chunk``.
 
-    ``on_chunk(first_sample, block)`` gets ``(k, B, H, W)`` on the output grid. On the CPU a chunk
-    is ``SAMPLE_CHUNK`` samples; on a GPU the first chunk is one sample per slice, whose peak
-    memory sets the size of the rest (``choose_batch``), remembered for later regions.
-    ``progress`` moves with every sampler step, so a long diffusion chain shows progress within
-    one call.
+    ``to_output`` maps the sampler's draws ``(k, B, *in_shape)`` to the output images
+    ``(k, B, H, W)`` whose mean and std are kept: a resampling to the output grid (CT, a prior's
+    working grid), or the magnitude of a complex image (MRI). ``on_chunk(first_sample, block)``
+    gets each block of output images. On the CPU a chunk is ``SAMPLE_CHUNK`` samples; on a GPU
+    the first chunk is one sample per slice, whose peak memory sets the size of the rest
+    (``choose_batch``), remembered for later regions. ``progress`` moves with every sampler
+    step, so a long diffusion chain shows progress within one call. ``keep_raw_mean`` also keeps
+    the mean of the draws themselves (a complex MR image's mean, not only its magnitude's).
     """
     batch = y.shape[0]
     if sampler.deterministic:
         with _grad_mode(sampler):
             result = sampler.sample(y, operator, sigma, 1, slice_generators(int(seed), slices, device),
                                     callback=_step_progress(progress, 0, 1, 1))
-        block = resampler(result.samples[:1]).detach().to("cpu", torch.float32).numpy()
+        block = to_output(result.samples[:1]).detach().to("cpu", torch.float32).numpy()
         if on_chunk is not None:
             on_chunk(0, block)
-        post = Posterior(mean=block[0], std=None, count=1, chunks=[1])
+        raw = result.samples[0].detach().to("cpu", torch.float32).numpy() if keep_raw_mean else None
+        post = Posterior(mean=block[0], std=None, count=1, chunks=[1], raw_mean=raw)
         post.add_cost(result)
         return post
     welford = Welford()
+    raw_sum = None
     post = Posterior(mean=np.empty(0), std=None, count=0)
     cuda = torch.device(device).type == "cuda"
     key = _cost_key(sampler, operator, device) if cuda else None
@@ -158,7 +164,7 @@ def stream_posterior(
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
         with _grad_mode(sampler):
-            result = sampler.sample(y.repeat(k, 1, 1), operator, sigma.repeat(k), 1, items,
+            result = sampler.sample(y.repeat(k, *([1] * (y.ndim - 1))), operator, sigma.repeat(k), 1, items,
                                     callback=_step_progress(progress, drawn, k, n_samples))
         if cuda and per_item is None:
             peak = torch.cuda.max_memory_allocated(device) - base
@@ -167,7 +173,11 @@ def stream_posterior(
         post.add_cost(result)
         out = result.samples
         del result  # the draws on the device go as soon as they are on the output grid
-        block = resampler(out.reshape(k, batch, *out.shape[-2:]))
+        out = out.reshape(k, batch, *out.shape[2:])
+        if keep_raw_mean:
+            part = out.detach().to(torch.float64).sum(0).cpu()
+            raw_sum = part if raw_sum is None else raw_sum + part
+        block = to_output(out)
         del out
         block = block.detach().to("cpu", torch.float32).numpy()
         welford.update(block)
@@ -178,6 +188,8 @@ def stream_posterior(
     post.mean = welford.mean.astype(np.float32)
     post.std = np.sqrt(welford.variance).astype(np.float32)
     post.count = drawn
+    if raw_sum is not None:
+        post.raw_mean = (raw_sum / drawn).to(torch.float32).numpy()
     return post
 
 

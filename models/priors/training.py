@@ -62,8 +62,9 @@ def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, p_mean: float, p_std: floa
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     sd2 = denoiser.sigma_data ** 2
     weight = (sigma**2 + sd2) / (sigma * denoiser.sigma_data) ** 2
-    out = denoiser(x0 + sigma[:, None, None] * noise, sigma)
-    return (weight[:, None, None] * (out - x0) ** 2).mean()
+    per_item = (-1, *([1] * (x0.ndim - 1)))  # images (B, H, W) or (B, C, H, W)
+    out = denoiser(x0 + sigma.reshape(per_item) * noise, sigma)
+    return (weight.reshape(per_item) * (out - x0) ** 2).mean()
 
 
 class Trainer:
@@ -89,7 +90,7 @@ class Trainer:
         return min(decay, (1.0 + step) / (10.0 + step))
 
     def step(self, x0: torch.Tensor) -> float:
-        """One optimiser step on images ``x0`` (normalised, ``(B, H, W)``); returns the loss."""
+        """One optimiser step on images ``x0`` (normalised, ``(B, H, W)`` or ``(B, C, H, W)``); returns the loss."""
         k = self.completed
         device = next(self.denoiser.parameters()).device
         self.denoiser.train()

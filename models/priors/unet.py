@@ -180,7 +180,12 @@ class UNet(nn.Module):
 
 
 class EDMDenoiser(nn.Module):
-    """``D(x, sigma)`` on normalised images ``(B, H, W)`` with EDM preconditioning around ``UNet``."""
+    """``D(x, sigma)`` on normalised images with EDM preconditioning around ``UNet``.
+
+    Images are ``(B, H, W)`` for a one-channel network and ``(B, C, H, W)`` for ``C`` channels (a
+    complex MR image as its real and imaginary parts). The network is convolutional: ``H`` and ``W``
+    only need to be divisible by ``2 ** (levels - 1)`` (``DiffusionPrior`` pads other sizes).
+    """
 
     def __init__(self, net: UNet, sigma_data: float = 0.5):
         super().__init__()
@@ -189,16 +194,25 @@ class EDMDenoiser(nn.Module):
         self.net = net
         self.sigma_data = float(sigma_data)
 
+    @property
+    def channels(self) -> int:
+        return self.net.config.in_channels
+
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        if x.ndim != 3:
-            raise ValueError(f"EDMDenoiser: x must be (B, H, W), got shape {tuple(x.shape)}")
+        one = self.channels == 1
+        if not ((one and x.ndim == 3) or (not one and x.ndim == 4 and x.shape[1] == self.channels)):
+            expected = "(B, H, W)" if one else f"(B, {self.channels}, H, W)"
+            raise ValueError(f"EDMDenoiser: x must be {expected}, got shape {tuple(x.shape)}")
         s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         s = s.expand(x.shape[0]) if s.ndim == 0 else s.reshape(x.shape[0])
         sd2 = self.sigma_data ** 2
-        c_skip = sd2 / (s**2 + sd2)
-        c_out = s * self.sigma_data / torch.sqrt(s**2 + sd2)
-        c_in = 1.0 / torch.sqrt(s**2 + sd2)
+        per_item = (-1, *([1] * (x.ndim - 1)))
+        c_skip = (sd2 / (s**2 + sd2)).reshape(per_item)
+        c_out = (s * self.sigma_data / torch.sqrt(s**2 + sd2)).reshape(per_item)
+        c_in = (1.0 / torch.sqrt(s**2 + sd2)).reshape(per_item)
         c_noise = torch.log(s.clamp_min(1e-20)) / 4.0
         dtype = next(self.net.parameters()).dtype
-        f = self.net((c_in[:, None, None] * x).unsqueeze(1).to(dtype), c_noise.to(dtype)).squeeze(1).to(x.dtype)
-        return c_skip[:, None, None] * x + c_out[:, None, None] * f
+        h = (c_in * x).to(dtype)
+        f = self.net(h.unsqueeze(1) if one else h, c_noise.to(dtype))
+        f = (f.squeeze(1) if one else f).to(x.dtype)
+        return c_skip * x + c_out * f

@@ -69,8 +69,9 @@ class DiffusionSampler(Sampler):
         if int(n) < 1:
             raise ValueError(f"{self.name}: n must be >= 1, got {n}")
         shape = tuple(operator.in_shape)
-        if len(shape) != 2:
-            raise ValueError(f"{self.name}: the operator's in_shape is {shape}; expected an image (H, W)")
+        if len(shape) not in (2, 3):
+            raise ValueError(f"{self.name}: the operator's in_shape is {shape}; expected an image (H, W) or "
+                             "(channels, H, W) (a complex image as real and imaginary channels)")
         n, batch = int(n), y.shape[0]
         noise = per_slice_sigma(noise_sigma, batch, y, self.name)
         # Item s * B + b of the flat batch is sample s of slice b.

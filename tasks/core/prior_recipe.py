@@ -31,12 +31,13 @@ def check_training_blocks(data: dict[str, Any], architecture: dict[str, Any], tr
         images = image_set(dict(data))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"data: {exc}") from None
-    size = architecture.get("image_size")
-    if size is not None and size != images.image_size:
-        raise ValueError(f"architecture.image_size {size} differs from the data's image_size {images.image_size}; "
-                         f"leave it out (it is taken from the data)")
+    for key, value in (("image_size", images.image_size), ("in_channels", images.channels)):
+        given = architecture.get(key)
+        if given is not None and given != value:
+            raise ValueError(f"architecture.{key} {given} differs from the data's {key} {value}; "
+                             f"leave it out (it is taken from the data)")
     try:
-        UNetConfig.from_dict({**architecture, "image_size": images.image_size})
+        UNetConfig.from_dict({**architecture, "image_size": images.image_size, "in_channels": images.channels})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"architecture: {exc}") from None
     unknown = set(training) - set(TrainingConfig.__dataclass_fields__)

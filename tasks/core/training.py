@@ -38,7 +38,8 @@ def training_digest(recipe: PriorRecipe) -> str:
 
 def prior_config(recipe: PriorRecipe, images) -> dict[str, Any]:
     """The JSON half of every checkpoint of this run."""
-    arch = UNetConfig.from_dict({**recipe.architecture, "image_size": images.image_size})
+    arch = UNetConfig.from_dict({**recipe.architecture, "image_size": images.image_size,
+                                 "in_channels": images.channels})
     return {
         "name": recipe.name,
         "kind": "diffusion-prior",
@@ -173,5 +174,8 @@ def preview_strip(prior: DiffusionPrior, n: int = 8, seed: int = 0) -> np.ndarra
     """
     samples = unconditional_samples(prior, n, seed).numpy()
     lo, hi = prior.offset - 0.5 * prior.scale, prior.offset + 0.5 * prior.scale
+    if samples.ndim == 4:  # channels: a complex image (real, imaginary) is shown by its magnitude
+        samples = np.sqrt(np.sum(samples ** 2, axis=1)) if samples.shape[1] == 2 else samples[:, 0]
+        lo, hi = 0.0, float(np.sqrt(2) * 0.5 * prior.scale)
     strip = np.concatenate([np.pad(s, 1, constant_values=lo) for s in samples], axis=1)
     return np.clip((strip - lo) / (hi - lo), 0, 1)

@@ -118,6 +118,7 @@ class StoreLayout:
     coord_units: str = "mm"
     components: tuple[str, ...] | None = None
     labels_are_datetimes: bool = False
+    extra_images: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -137,6 +138,7 @@ class StoreLayout:
         y_coord: Sequence[float] | np.ndarray | None = None,
         coord_units: str = "mm",
         components: Sequence[str] | None = None,
+        extra_images: Sequence[str] = (),
     ) -> "StoreLayout":
         """Validate the caller's values; ``region_size`` is capped at ``n_slices``.
 
@@ -144,7 +146,9 @@ class StoreLayout:
         Field stores give ``leading_dim`` ``"time"`` (regions are time steps) or ``"y"`` (a static
         field whose regions are bands of rows, ``n_slices`` then equals the number of rows),
         explicit cell-centre coordinates ``x_coord``/``y_coord`` in ``coord_units``, and for a
-        vector field the names of its ``components`` (a trailing dim).
+        vector field the names of its ``components`` (a trailing dim). ``extra_images`` names
+        further float32 variables laid out like ``mean`` (an MRI store's complex mean as
+        ``mean_real`` and ``mean_imag``), written by ``write_region(extra=...)``.
         """
         n_slices = _positive_int(n_slices, "n_slices")
         shape = tuple(image_shape)
@@ -168,6 +172,14 @@ class StoreLayout:
                 )
         if len(set(names)) != len(names):
             raise StoreInputError(f"metric_names: expected unique names, got {list(names)}")
+        extras = tuple(extra_images)
+        taken = {*IMAGE_VARIABLES, "samples", "reference", *(f"metric_{m}" for m in names)}
+        for name in extras:
+            if not isinstance(name, str) or not _METRIC_NAME.match(name) or name in taken:
+                raise StoreInputError(
+                    f"extra_images: expected new names of letters, digits and '_', got {name!r}")
+        if len(set(extras)) != len(extras):
+            raise StoreInputError(f"extra_images: expected unique names, got {list(extras)}")
         if leading_dim not in LEADING_DIMS:
             raise StoreInputError(f"leading_dim: expected one of {LEADING_DIMS}, got {leading_dim!r}")
         if leading_dim == "y":
@@ -216,6 +228,7 @@ class StoreLayout:
             coord_units=coord_units,
             components=comps,
             labels_are_datetimes=datetimes,
+            extra_images=extras,
         )
 
     @classmethod
@@ -238,11 +251,12 @@ class StoreLayout:
             coord_units=obj.get("coord_units", "mm"),
             components=optional("components"),
             labels_are_datetimes=bool(obj.get("labels_are_datetimes", False)),
+            extra_images=tuple(obj.get("extra_images", ())),
         )
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("image_shape", "metric_names", "slice_labels", "x_coord", "y_coord", "components"):
+        for key in ("image_shape", "metric_names", "slice_labels", "x_coord", "y_coord", "components", "extra_images"):
             out[key] = None if out[key] is None else list(out[key])
         return out
 
@@ -481,6 +495,7 @@ class ResultStore:
         metrics: Mapping[str, np.ndarray] | None = None,
         info: Mapping[str, Any] | None = None,
         samples_written: bool = False,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, Any]:
         """Write one region's arrays, then record it as done; returns the manifest record.
 
@@ -534,6 +549,12 @@ class ResultStore:
                     f"{list(self.layout.metric_names)} (metric_names given to create)"
                 )
             arrays[f"metric_{name}"] = _checked_array(value, f"metric_{name}", (n,), np.float64, where)
+        extra = dict(extra or {})
+        if set(extra) != set(self.layout.extra_images):
+            raise StoreInputError(f"{where}: extra images {sorted(extra)}; the store was created with "
+                                  f"extra_images={list(self.layout.extra_images)}")
+        for name, value in extra.items():
+            arrays[name] = _checked_array(value, name, (n, *cell), np.float32, where)
         info = _jsonable(dict(info or {}), "info")
 
         began = time.perf_counter()
@@ -714,6 +735,8 @@ def _template_dataset(layout: StoreLayout, provenance: Mapping[str, Any]) -> xr.
         )
     for name in layout.metric_names:
         variables[f"metric_{name}"] = ((lead,), empty((n,), (r,), np.float64), {"long_name": name})
+    for name in layout.extra_images:
+        variables[name] = (image_dims, empty((n, *cell), (r, *cell), np.float32), {"long_name": name.replace("_", " ")})
 
     units = {"units": layout.coord_units}
     x_values = pixel_centres(width, layout.pixel_size_mm) if layout.x_coord is None else np.asarray(layout.x_coord)

@@ -10,7 +10,8 @@
   on every shell; a pattern that matches nothing is reported as a failed input.
 
 References pair by name, the convention of `data.synthetic.write_study`: `<stem>_truth<suffix>`
-next to `<stem><suffix>` is that dataset's reference (for metrics) and not a dataset itself.
+next to `<stem><suffix>` is that dataset's reference (for metrics) and not a dataset itself; the
+truth may also have another suffix (`scan.h5` with `scan_truth.nc`, as MRI studies are written).
 Each dataset is named after its file without the suffix; names that collide get the suffix
 (`scan-nc`, `scan-h5`), then a counter.
 """
@@ -26,6 +27,7 @@ from inversa.data.store import META_DIR, MARKER_FILE
 from inversa.tasks.core.inputs import dataset_name
 
 REFERENCE_TAG = "_truth"
+REFERENCE_SUFFIXES = (".nc", ".h5", ".npy", ".npz", ".zarr")
 GLOB_CHARACTERS = set("*?[")
 
 
@@ -105,15 +107,22 @@ def _is_measurement(path: Path, suffixes: tuple[str, ...]) -> bool:
 
 
 def _reference_of(path: Path) -> str | None:
-    partner = path.with_name(f"{_stem(path)}{REFERENCE_TAG}{path.suffix}")
-    return str(partner) if partner != path and partner.exists() else None
+    """``<stem>_truth`` with the measurement's own suffix, else with one of ``REFERENCE_SUFFIXES``
+    (an MRI study's k-space is HDF5, its magnitude truth NetCDF)."""
+    for suffix in dict.fromkeys((path.suffix, *REFERENCE_SUFFIXES)):
+        partner = path.with_name(f"{_stem(path)}{REFERENCE_TAG}{suffix}")
+        if partner != path and partner.exists():
+            return str(partner)
+    return None
 
 
 def _is_paired_reference(path: Path) -> bool:
     stem = _stem(path)
     if not stem.endswith(REFERENCE_TAG) or stem == REFERENCE_TAG:
         return False
-    return path.with_name(stem[: -len(REFERENCE_TAG)] + path.suffix).exists()
+    base = stem[: -len(REFERENCE_TAG)]
+    return any(sibling != path and _reference_of(sibling) == str(path)
+               for sibling in path.parent.glob(f"{glob.escape(base)}.*"))
 
 
 def _stem(path: Path) -> str:

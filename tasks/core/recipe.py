@@ -23,8 +23,11 @@ from typing import Annotated, Any, ClassVar, Literal, Self, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from inversa.models.samplers import REGISTRY
 from inversa.resources import recipes_dir
+from inversa.tasks.core.methods import PRIOR_PARAM, uses_prior
 from inversa.tasks.core.params import did_you_mean
+from inversa.tasks.core.priors import PriorNotFound, prior_record
 from inversa.tasks.core.runner import RunnerOptions
 from inversa.tasks.kinds import DEFAULT_KIND, kind_named, kind_names
 
@@ -116,6 +119,64 @@ class RecipeBase(StrictModel):
     def with_fields(self, **changes: Any) -> Self:
         """A validated copy with some fields replaced (a batch's per-dataset input, output, reference)."""
         return type(self).model_validate({**self.model_dump(), **changes})
+
+
+class CalibrationSpec(StrictModel):
+    """Conformal calibration of the credible interval on simulated held-out pairs."""
+
+    pairs: int = Field(default=32, ge=1, le=100000)
+    seed: int = 7
+    alpha: float | None = Field(default=None, gt=0, lt=1)
+
+
+class PosteriorRecipe(RecipeBase):
+    """A recipe whose method is a sampler of ``models.samplers``: posterior samples per slice (or a
+    point estimate), optionally kept, and intervals optionally calibrated on simulated pairs."""
+
+    samples: int = Field(default=16, ge=1, le=10000)
+    store_samples: bool = False
+    calibration: CalibrationSpec | None = None
+
+    @model_validator(mode="after")
+    def _calibration_needs_uncertainty(self) -> Self:
+        if self.calibration is not None:
+            if self.point_estimate:
+                raise ValueError(
+                    f"calibration: method {self.method.name!r} gives a point estimate; there is no interval to calibrate"
+                )
+            alpha = self.calibration_alpha
+            if 1.0 / (self.calibration.pairs + 1) > alpha:
+                raise ValueError(
+                    f"calibration.pairs: {self.calibration.pairs} pairs cannot certify alpha={alpha:g}; "
+                    f"need at least {int(-(-1 // alpha)) - 1}"
+                )
+        return self
+
+    @property
+    def calibration_alpha(self) -> float:
+        """The miscoverage the calibration targets: its ``alpha``, else ``1 - credible_level``."""
+        alpha = self.calibration.alpha if self.calibration is not None else None
+        return 1.0 - self.credible_level if alpha is None else float(alpha)
+
+    @property
+    def point_estimate(self) -> bool:
+        return REGISTRY[self.method.name].deterministic
+
+    @property
+    def samples_drawn(self) -> int:
+        """Posterior samples per slice: 1 for a point estimate, whatever ``samples`` says."""
+        return 1 if self.point_estimate else self.samples
+
+    def digest_payload(self) -> dict[str, Any]:
+        """A trained prior is part of the computation: its weights' digest is folded in, so a
+        retrained checkpoint at the same path never resumes a store made with the old one."""
+        payload = super().digest_payload()
+        if uses_prior(self.method.name) and PRIOR_PARAM in self.method.params:
+            try:
+                payload["prior_weights_sha256"] = prior_record(self.method.params[PRIOR_PARAM])["weights_sha256"]
+            except PriorNotFound:
+                payload["prior_weights_sha256"] = None  # the run itself reports the missing file
+        return payload
 
 
 def find_recipe(name_or_path: str | Path) -> Path:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 BUILTIN: dict[str, str] = {
     "ct": "inversa.tasks.kinds.ct:KIND",
     "field": "inversa.tasks.kinds.field:KIND",
+    "mri": "inversa.tasks.kinds.mri:KIND",
 }
 DEFAULT_KIND = "ct"  # recipes written before kinds existed have no `kind:` field, and were CT
 ENTRY_POINT_GROUP = "inversa.problem_kinds"

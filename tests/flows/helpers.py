@@ -25,3 +25,26 @@ def tiny_study(directory: Path, n_slices: int = 4, seed: int = 7) -> tuple[Path,
         noise={"model": "gaussian", "relative_sigma": 0.01},
         seed=seed,
     )
+
+
+def tiny_mri_study(directory: Path, n_slices: int = 2, seed: int = 3, **options) -> tuple[Path, Path]:
+    """A simulated 8-coil study of MNI152 brain slices, 32 x 32, 2x undersampled, 0.5 % noise."""
+    from inversa.data.synthetic_mri import write_mri_study
+
+    settings = {"n_slices": n_slices, "matrix": (32, 32), "n_coils": 8, "acceleration": 2.0,
+                "center_fraction": 0.3, "relative_noise": 0.005, "seed": seed, **options}
+    return write_mri_study(directory, "brain", **settings)
+
+
+def tiny_mri_prior(directory: Path) -> Path:
+    """A two-channel (complex) MR prior of 16 x 16 trained for two steps: enough to run the samplers."""
+    from inversa.tasks.core.prior_recipe import load_prior_recipe
+    from inversa.tasks.core.training import TrainingRun
+
+    recipe = load_prior_recipe("prior-mri-brain", ["data.image_size=16", "architecture.channels=[8,16]",
+                                                   "architecture.attention_levels=[1]", "training.steps=2",
+                                                   "training.batch_size=2"])
+    run = TrainingRun(recipe, directory)
+    run.train(2)
+    run.save()
+    return directory / "prior"

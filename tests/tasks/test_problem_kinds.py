@@ -21,7 +21,7 @@ from inversa.tasks.core.kind import Plan, Prepared, Preview, ProblemKind
 from inversa.tasks.core.recipe import RecipeBase, load_recipe
 from inversa.tasks.core.stores import check_output, create_store, make_plan
 from inversa.tasks.kinds import kind_named, kind_names, kind_of
-from tests.flows.helpers import tiny_study
+from tests.flows.helpers import tiny_mri_prior, tiny_mri_study, tiny_study
 
 
 def _ct_case(directory: Path) -> RecipeBase:
@@ -37,7 +37,15 @@ def _field_case(directory: Path) -> RecipeBase:
                        input=str(obs), reference=str(truth), output=str(directory / "field.zarr"))
 
 
-CASES = {"ct": _ct_case, "field": _field_case}
+def _mri_case(directory: Path) -> RecipeBase:
+    measurement, truth = tiny_mri_study(directory)
+    prior = tiny_mri_prior(directory / "prior")
+    return load_recipe("mri-dds", [f"method.params.prior={prior}", "method.params.n_steps=4", "samples=3",
+                                   "calibration.pairs=10", "store_complex_mean=true"],
+                       input=str(measurement), reference=str(truth), output=str(directory / "mri.zarr"))
+
+
+CASES = {"ct": _ct_case, "field": _field_case, "mri": _mri_case}
 
 
 def test_every_registered_kind_has_a_contract_case():

@@ -2,8 +2,8 @@
 
 Modules: ``recipe`` (the typed recipe), ``methods`` (samplers and their parameters),
 ``measurement`` (input, grid, operator, reference), ``setup`` (all of those for one run),
-``plan``, ``calibration`` (the optional conformal step before the regions), ``region`` (one
-block of slices) and ``report`` (metrics and previews). ``KIND`` is what the registry
+``plan``, ``calibration`` (the optional conformal step before the regions) and ``region`` (one
+block of slices); summaries and previews are tasks/core/summaries.py's. ``KIND`` is what the registry
 (inversa.tasks.kinds) hands the generic pipeline.
 """
 
@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 from inversa.data.store import ResultStore
 from inversa.tasks.core.inputs import input_digest
+from inversa.tasks.core.summaries import slice_preview, slice_summary
 from inversa.tasks.core.kind import Plan, Prepared, Preview, ProblemKind, RegionProgress, StoreTemplate
 from inversa.tasks.kinds.ct import plan as planning
-from inversa.tasks.kinds.ct import report
 from inversa.tasks.kinds.ct.calibration import calibrate
 from inversa.tasks.kinds.ct.recipe import CTRecipe
 from inversa.tasks.kinds.ct.region import reconstruct_region
@@ -46,13 +46,13 @@ class CTKind(ProblemKind):
         return reconstruct_region(store, index, recipe, progress)
 
     def summarize(self, store: ResultStore) -> dict[str, Any]:
-        return report.summarize(store)
+        return slice_summary(store)
 
     def describe(self, recipe: CTRecipe, plan: Plan) -> list[str]:
         return planning.describe(recipe, plan)
 
     def preview(self, store: ResultStore, index: int = 0) -> Preview:
-        return report.preview(store, index)
+        return slice_preview(store, index)
 
 
 KIND = CTKind()

@@ -1,12 +1,9 @@
-"""Calibrating a run's credible intervals on simulated pairs before its regions run.
+"""Calibrating a CT run's credible intervals on simulated pairs before its regions run.
 
-A diffusion posterior's spread is only as honest as the network and the sampler's
-approximations, so its nominal 90 % interval may cover far less. The recipe's ``calibration``
-block asks for a conformal fix: simulate ``pairs`` held-out phantoms of the prior's kind in this
-measurement's geometry, angles and noise level, reconstruct them with the very sampler, sample
-count and grids of the run, and find the factor on the interval half-widths that brings the
-expected fraction of uncovered pixels down to ``alpha`` (``models.uq.conformal_interval_scale``).
-The factor goes to ``<store>/_inversa/calibration.json``; every region scales its interval by it.
+The recipe's ``calibration`` block asks for a conformal fix (tasks/core/calibration.py):
+simulate ``pairs`` held-out phantoms of the prior's kind in this measurement's geometry, angles
+and noise level, reconstruct them with the very sampler, sample count and grids of the run, and
+scale the interval half-widths so that the expected fraction of uncovered pixels is ``alpha``.
 
 The pairs are held out from training: a prior's images come from ``SeedSequence([seed, step])``
 batches, these from ``data.synthetic``'s per-slice children of ``SeedSequence(calibration seed)``.
@@ -24,12 +21,12 @@ from inversa.data.store import ResultStore
 from inversa.data.synthetic import simulate_ct_study
 from inversa.models.resampling import Grid
 from inversa.models.streaming import stream_posterior
-from inversa.models.uq import conformal_interval_scale, coverage, gaussian_interval, interval_scores, scale_interval
+from inversa.models.uq import gaussian_interval
+from inversa.tasks.core.calibration import conformal_record, existing_record, save_record
 from inversa.tasks.kinds.ct.measurement import geometry_for, noise_levels
 from inversa.tasks.kinds.ct.recipe import CTRecipe
 from inversa.tasks.kinds.ct.setup import setup_for
 
-CALIBRATION_FILE = "calibration.json"
 DEFAULT_KIND = "htc-discs"  # phantoms for methods without a trained prior
 PAIRS_PER_CALL = 8  # simulated slices reconstructed together (times the samples per call)
 SEED_TAG = 0xCA11B  # keeps calibration draws apart from the run's own (slice, sample) streams
@@ -74,27 +71,16 @@ def simulate_pairs(measurement, grid: Grid, kind: str, pairs: int, seed: int, no
 
 
 def calibrate(store: ResultStore, recipe: CTRecipe) -> dict[str, Any]:
-    """Run the calibration study once per store; returns (and stores) its record.
-
-    A rerun finds the record in the store and returns it: the store is tied to the recipe's
-    digest, which covers the calibration block, so the record is this run's.
-    """
+    """Run the calibration study once per store; returns (and stores) its record."""
     if recipe.calibration is None:
         raise ValueError(f"recipe {recipe.name!r}: no calibration block; nothing to calibrate")
-    existing = store.read_meta_json(CALIBRATION_FILE)
-    if existing is not None and existing.get("recipe_digest") == store.provenance.get("recipe_digest"):
+    existing = existing_record(store)
+    if existing is not None:
         return existing
     started = time.perf_counter()
     setup = setup_for(recipe)
-    if setup.sampler.deterministic:
-        raise ValueError(f"recipe {recipe.name!r}: method {recipe.method.name!r} gives a point estimate; "
-                         "there is no interval to calibrate")
     operator, resampler, device = setup.operator(), setup.resampler, setup.device
-
     pairs, seed = recipe.calibration.pairs, recipe.calibration.seed
-    alpha = recipe.calibration_alpha
-    level = recipe.credible_level
-    n_samples = recipe.samples
     kind = phantom_kind(setup.prior)
     noise_sigma = measurement_noise_sigma(setup.measurement)
     sinograms, truth = simulate_pairs(setup.measurement, setup.grid, kind, pairs, seed, noise_sigma)
@@ -105,58 +91,14 @@ def calibrate(store: ResultStore, recipe: CTRecipe) -> dict[str, Any]:
         sino = torch.as_tensor(sinograms[first:stop], device=device)
         sigma = torch.full((stop - first,), noise_sigma, device=device)
         post = stream_posterior(setup.sampler, operator, sino, sigma, (seed, SEED_TAG), range(first, stop),
-                                n_samples, resampler, device)
+                                recipe.samples, resampler, device)
         std = resampler.extend_std(post.std)
-        lower, upper = gaussian_interval(post.mean, std, level, 1.0)
+        lower, upper = gaussian_interval(post.mean, std, recipe.credible_level, 1.0)
         means.append(post.mean)
         lowers.append(lower)
         uppers.append(upper)
         nfe += post.nfe
     mean, lower, upper = (np.concatenate(a) for a in (means, lowers, uppers))
-    scale = conformal_interval_scale(interval_scores(mean, lower, upper, truth), alpha=alpha)
-    scaled_lower, scaled_upper = scale_interval(mean, lower, upper, scale)
-    record = {
-        "scale": float(scale),
-        "alpha": alpha,
-        "credible_level": level,
-        "pairs": pairs,
-        "seed": seed,
-        "phantom_kind": kind,
-        "noise_sigma": noise_sigma,
-        "samples": n_samples,
-        "coverage_before": float(coverage(lower, upper, truth)),
-        "coverage_after": float(coverage(scaled_lower, scaled_upper, truth)),
-        "nfe": int(nfe),
-        "seconds": round(time.perf_counter() - started, 3),
-        "device": str(device),
-        "recipe_digest": store.provenance.get("recipe_digest"),
-    }
-    store.write_meta_json(CALIBRATION_FILE, record)
-    store.update_attrs({"calibration": record, "interval_scale": record["scale"]})
-    return record
-
-
-def interval_scale(store: ResultStore, recipe: CTRecipe) -> float:
-    """The calibration's interval factor (1 without calibration)."""
-    if recipe.calibration is None:
-        return 1.0
-    record = store.read_meta_json(CALIBRATION_FILE)
-    if record is None or "scale" not in record:
-        raise ValueError(
-            f"{store.path}: the recipe asks for calibration but {CALIBRATION_FILE} is missing from the store; "
-            "the calibrate task must run before the regions"
-        )
-    return float(record["scale"])
-
-
-def calibration_summary(store: ResultStore) -> dict[str, Any]:
-    """The calibration's numbers for the run summary (nothing when the run was not calibrated)."""
-    record = store.read_meta_json(CALIBRATION_FILE)
-    if record is None:
-        return {}
-    return {
-        "interval_scale": record["scale"],
-        "calibration_pairs": record["pairs"],
-        "calibration_coverage_before": record["coverage_before"],
-        "calibration_coverage_after": record["coverage_after"],
-    }
+    record = conformal_record(mean, lower, upper, truth, recipe, phantom_kind=kind, noise_sigma=noise_sigma,
+                              nfe=int(nfe), seconds=round(time.perf_counter() - started, 3), device=str(device))
+    return save_record(store, record)

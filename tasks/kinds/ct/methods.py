@@ -1,107 +1,36 @@
-"""CT reconstruction methods as a recipe names them: a name, typed parameters, a sampler.
-
-The samplers' constructors are the single source of truth for what a method accepts, its
-defaults and its types (``ParameterSchema``), so a recipe is checked against the very signature
-that will be called, and ``"300"`` and ``300`` are the same parameter.
-
-Diffusion samplers take a network (``denoiser=``) that a recipe cannot spell; it names a prior
-checkpoint instead (``method.params.prior``, tasks/core/priors.py). Validation checks the
-parameters without loading the network (a recipe can be checked on a machine that lacks the
-checkpoint, and is not slowed by it); the network is loaded once per process, path, file
-version and device, when a sampler is built.
-"""
+"""CT reconstruction methods: the samplers a CT recipe may name (tasks/core/methods.py does the work)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from inversa.models.priors.prior import DiffusionPrior
-from inversa.models.samplers import REGISTRY, DiffusionSampler, Sampler
-from inversa.tasks.core.params import ParameterSchema
-from inversa.tasks.core.priors import load_prior_cached
+from inversa.models.samplers import Sampler
+from inversa.tasks.core.methods import PRIOR_PARAM, MethodCatalogue, prior_of, uses_prior
 
-PRIOR_PARAM = "prior"
-_FROM_PRIOR = ("denoiser",)  # constructor parameters the prior sets; a recipe must not
+CT_METHODS = MethodCatalogue(("fbp", "tikhonov", "tv", "gaussian", "dps", "dds", "reddiff"),
+                             example_prior="priors/htc-discs-64")
+
+__all__ = ["CT_METHODS", "PRIOR_PARAM", "build_sampler", "coerce_method_params", "method_defaults", "method_names",
+           "prior_of", "sampler_params", "uses_prior"]
 
 
 def method_names() -> list[str]:
-    return sorted(REGISTRY)
-
-
-def uses_prior(name: str) -> bool:
-    """Methods whose network comes from a prior checkpoint named in the recipe."""
-    return issubclass(REGISTRY[name], DiffusionSampler)
-
-
-@lru_cache(maxsize=None)
-def parameter_schema(name: str) -> ParameterSchema:
-    """The method's recipe parameters: its constructor's, with ``prior`` (a required path) for
-    the diffusion samplers in place of the network."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(method_names())}")
-    extra = {PRIOR_PARAM: (str | Path, ...)} if uses_prior(name) else {}
-    return ParameterSchema.of(name, REGISTRY[name].__init__, skip=_FROM_PRIOR, extra=extra)
+    return CT_METHODS.sorted_names
 
 
 def method_defaults(name: str) -> dict[str, Any]:
-    return parameter_schema(name).defaults()
+    return CT_METHODS.defaults(name)
 
 
 def coerce_method_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The recipe's parameters converted to their declared types, then checked by the sampler itself
-    (its constructor's own value checks). Raises ``ValueError`` naming the parameter at fault.
-
-    A prior-based method is built without its network; a noise range the recipe leaves half open
-    (only ``sigma_min`` or only ``sigma_max``) is completed with a compatible value for the check,
-    since the prior supplies the other end at run time.
-    """
-    coerced = parameter_schema(name).coerce(params)
-    rest = {k: v for k, v in coerced.items() if k != PRIOR_PARAM}
-    if uses_prior(name):
-        if not str(coerced[PRIOR_PARAM]).strip():
-            raise ValueError(f"method {name!r}: parameter {PRIOR_PARAM!r} is empty; expected the path of a "
-                             "prior checkpoint (e.g. priors/htc-discs-64)")
-        if "sigma_min" in rest and "sigma_max" not in rest:
-            rest["sigma_max"] = float(rest["sigma_min"]) * 1e3
-        if "sigma_max" in rest and "sigma_min" not in rest:
-            rest["sigma_min"] = float(rest["sigma_max"]) * 1e-3
-    try:
-        REGISTRY[name](**rest)
-    except (TypeError, ValueError) as exc:
-        message = str(exc)
-        raise ValueError(message if message.startswith(f"method {name!r}") else f"method {name!r}: {message}") from None
-    return coerced
+    return CT_METHODS.coerce(name, params)
 
 
 def build_sampler(name: str, params: dict[str, Any], device: torch.device | str = "cpu") -> Sampler:
-    """The sampler a recipe describes; a prior-based one gets its network on ``device``.
-
-    The sampler's noise range defaults to the prior's (``prior.sigma_min``/``sigma_max``, in the
-    image's physical units) unless the recipe sets it.
-    """
-    params = dict(params)
-    if not uses_prior(name):
-        return REGISTRY[name](**params)
-    prior = load_prior_cached(params.pop(PRIOR_PARAM), device)
-    params.setdefault("sigma_min", prior.sigma_min)
-    params.setdefault("sigma_max", prior.sigma_max)
-    return REGISTRY[name](denoiser=prior, **params)
-
-
-def prior_of(sampler: Sampler) -> DiffusionPrior | None:
-    """The trained prior a sampler works with, if any: it fixes the working grid."""
-    denoiser = getattr(sampler, "denoiser", None)
-    return denoiser if isinstance(denoiser, DiffusionPrior) else None
+    return CT_METHODS.build(name, params, device)
 
 
 def sampler_params(sampler: Sampler, recipe_params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters a run used, for provenance: defaults, the recipe's, and the prior's noise range."""
-    out = {**method_defaults(type(sampler).name), **recipe_params}
-    if prior_of(sampler) is not None:
-        out["sigma_min"] = float(sampler.sigma_min)
-        out["sigma_max"] = float(sampler.sigma_max)
-    return out
+    return CT_METHODS.provenance_params(sampler, recipe_params)

@@ -22,7 +22,7 @@ from inversa.data.store import ResultStore
 from inversa.models.streaming import stream_posterior
 from inversa.models.uq import coverage, gaussian_interval, mcc_otsu, otsu_threshold, psnr, ssim
 from inversa.tasks.core.kind import RegionProgress
-from inversa.tasks.kinds.ct.calibration import interval_scale
+from inversa.tasks.core.calibration import interval_scale
 from inversa.tasks.kinds.ct.measurement import noise_levels, reference_block
 from inversa.tasks.kinds.ct.recipe import CTRecipe
 from inversa.tasks.kinds.ct.setup import setup_for

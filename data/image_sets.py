@@ -174,13 +174,12 @@ class ZarrImages:
         try:
             node = zarr.open(str(self.path), mode="r")
         except Exception as exc:  # noqa: BLE001 - zarr raises several kinds for a non-store
-            raise InvalidMeasurement(f"{self.path}: cannot open as a zarr store ({exc})") from exc
+            raise InvalidMeasurement(self.path, variable, "a zarr store holding training images", str(exc)) from exc
         array = node[variable] if hasattr(node, "array_keys") else node
         square = array.ndim in (3, 4) and array.shape[-1] == array.shape[-2] and array.shape[0] >= 1
         if not square or (array.ndim == 4 and np.iscomplexobj(np.empty(0, dtype=array.dtype))):
-            raise InvalidMeasurement(
-                f"{self.path}: variable {variable!r} has shape {array.shape} and dtype {array.dtype}; expected "
-                "(N, H, H) real or complex square images, or (N, C, H, H) real ones")
+            raise InvalidMeasurement(self.path, variable, "(N, H, H) real or complex square images, or (N, C, H, H) "
+                                     "real ones", f"shape {array.shape}, dtype {array.dtype}")
         self.array = array
         self.variable = variable
         self.complex = np.iscomplexobj(np.empty(0, dtype=array.dtype))
@@ -217,7 +216,8 @@ class ZarrImages:
         rest = (slice(None),) * (self.array.ndim - 1)
         images = self._as_float(np.asarray(self.array.get_orthogonal_selection((idx, *rest))))
         if not np.all(np.isfinite(images)):
-            raise InvalidMeasurement(f"{self.path}: variable {self.variable!r} holds NaN or infinite values in images {idx.tolist()}")
+            raise InvalidMeasurement(self.path, self.variable, "finite values",
+                                     f"NaN or infinite values in images {idx.tolist()}")
         return images
 
 

@@ -86,8 +86,8 @@ def test_the_kind_field_chooses_the_recipe_model():
     from inversa.tasks.kinds.field.recipe import FieldRecipe
 
     assert isinstance(load_recipe("ct-fbp"), CTRecipe) and isinstance(load_recipe("field-gp"), FieldRecipe)
-    with pytest.raises(RecipeError, match="kind: expected one of 'ct', 'field', got 'mri'"):
-        load_recipe("ct-fbp", ["kind=mri"])
+    with pytest.raises(RecipeError, match="kind: expected one of 'ct', 'field', 'mri', got 'xray'"):
+        load_recipe("ct-fbp", ["kind=xray"])
     union = TypeAdapter(recipe_union())
     field = union.validate_python(load_recipe("field-gp").model_dump())
     assert isinstance(field, FieldRecipe) and field.digest() == load_recipe("field-gp").digest()

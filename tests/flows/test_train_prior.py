@@ -229,3 +229,24 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, expected):
     assert code == 2, err
     assert err.startswith("inversa train-prior: error:") and expected in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_complex_image_set_in_zarr_trains_a_two_channel_prior_that_serves_any_matrix(tmp_path):
+    import zarr
+
+    rng = np.random.default_rng(0)
+    images = zarr.open_group(str(tmp_path / "mine.zarr"), mode="w")
+    values = (rng.random((8, 16, 16)) * np.exp(1j * rng.random((8, 16, 16)))).astype(np.complex64)
+    images.create_array("images", shape=values.shape, dtype=values.dtype)[:] = values
+    recipe = load_prior_recipe({**TINY, "data": {"source": "zarr", "path": str(tmp_path / "mine.zarr")},
+                                "normalisation": {"offset": 0.0, "scale": 2.0}, "training": {**TINY["training"], "steps": 2}})
+    run = TrainingRun(recipe, tmp_path / "run")
+    run.train(2)
+    run.save()
+    prior = load_prior(tmp_path / "run" / "prior")
+    assert prior.channels == 2 and prior.shape == (2, 16, 16) and prior.config["architecture"]["in_channels"] == 2
+    x = torch.randn(3, 2, 23, 30, generator=torch.Generator().manual_seed(0))  # not a multiple of the levels
+    out = prior(x, 0.5)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
+        prior(torch.zeros(3, 23, 30), 0.5)

@@ -20,14 +20,13 @@ import json
 import math
 import os
 import platform
-import statistics
 import time
 
 import numpy as np
 import torch
+from timing import synchronize, timed
 
-
-from inversa.models.physics.tomography import CTGeometry, ct_operator  # noqa: E402
+from inversa.models.physics.tomography import CTGeometry, ct_operator
 
 SIZE, VIEWS = 256, 180
 N_DET = math.ceil(SIZE * math.sqrt(2))  # 363
@@ -44,29 +43,11 @@ def phantom_batch(batch: int, seed: int = 0) -> np.ndarray:
     return base[None] + 0.01 * rng.standard_normal((batch, SIZE, SIZE), dtype=np.float32)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_ours(geometry: CTGeometry, images: torch.Tensor, device: torch.device, repeats: int) -> dict:
     op = ct_operator(geometry).to(device=device, dtype=torch.float32)
     t0 = time.perf_counter()
     nnz = op.cached_nnz(torch.float32, device)  # builds and caches the matrix and its transpose
-    _sync(device)
+    synchronize(device)
     build = time.perf_counter() - t0
     x = images.to(device)
     with torch.no_grad():

@@ -30,35 +30,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import timed
 
 from inversa.models.physics.espirit import espirit_maps
 from inversa.models.physics.mri import DEFAULT_CHUNK_ELEMENTS, SenseOperator
 
 BRAIN = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mri" / "sigpy_cartesian_brain" / "cartesian_ksp.npy"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def problem(coils: int, size: int, batch: int, seed: int = 0):

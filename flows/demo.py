@@ -95,6 +95,16 @@ def _print_table(header: str, lines: list[str]) -> None:
     print()
 
 
+def _run_methods(methods, measurement: Path, truth: Path, output: Path, prefix: str) -> list[dict]:
+    """Each (method, recipe, overrides) on one measurement, into ``<output>/<prefix><method>.zarr``."""
+    rows = []
+    for method, recipe_name, extra in methods:
+        recipe = load_recipe(recipe_name, extra, input=str(measurement), reference=str(truth),
+                             output=str(output / f"{prefix}{method}.zarr"))
+        rows.append(_timed_run(recipe))
+    return rows
+
+
 def run_demo(output: Path) -> list[dict]:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -113,16 +123,7 @@ def run_demo(output: Path) -> list[dict]:
         seed=study["seed"],
     )
     print(f"simulated {study['n_slices']} HTC-like discs, fan beam, 90-degree wedge: {measurement_path}")
-    rows = []
-    for method, recipe_name, extra in DEMO_METHODS:
-        recipe = load_recipe(
-            recipe_name,
-            extra,
-            input=str(measurement_path),
-            reference=str(truth_path),
-            output=str(output / f"{method}.zarr"),
-        )
-        rows.append(_timed_run(recipe))
+    rows = _run_methods(DEMO_METHODS, measurement_path, truth_path, output, prefix="")
 
     _print_table(
         f"{'method':<10} {'PSNR':>7} {'SSIM':>7} {'MCC':>7} {'cover90':>8} {'seconds':>8}  store",
@@ -139,11 +140,7 @@ def run_mri_demo(output: Path) -> list[dict]:
     measurement, truth = write_mri_study(output, "demo-brain", **DEMO_MRI_STUDY)
     print(f"\nsimulated {DEMO_MRI_STUDY['n_slices']} brain slices, {DEMO_MRI_STUDY['n_coils']} coils, "
           f"{DEMO_MRI_STUDY['acceleration']:g}x undersampled: {measurement}")
-    rows = []
-    for method, recipe_name, extra in DEMO_MRI_METHODS:
-        recipe = load_recipe(recipe_name, extra, input=str(measurement), reference=str(truth),
-                             output=str(output / f"brain-{method}.zarr"))
-        rows.append(_timed_run(recipe))
+    rows = _run_methods(DEMO_MRI_METHODS, measurement, truth, output, prefix="brain-")
     _print_table(
         f"{'method':<12} {'PSNR':>7} {'SSIM':>7} {'NRMSE':>7} {'cover90':>8} {'seconds':>8}  store",
         [f"{row['method']:<12} {_fmt(row.get('psnr'), 2):>7} {_fmt(row.get('ssim')):>7} {_fmt(row.get('nrmse')):>7} "
@@ -156,11 +153,7 @@ def run_mri_demo(output: Path) -> list[dict]:
 def run_field_demo(output: Path) -> list[dict]:
     observations, truth = write_field_study("darcy", output / "demo-darcy.nc", DEMO_FIELD_STUDY)
     print(f"\nsimulated Darcy flow seen by {DEMO_FIELD_STUDY['n_sensors']} noisy sensors: {observations}")
-    rows = []
-    for method, recipe_name, extra in DEMO_FIELD_METHODS:
-        recipe = load_recipe(recipe_name, extra, input=str(observations), reference=str(truth),
-                             output=str(output / f"darcy-{method}.zarr"))
-        rows.append(_timed_run(recipe))
+    rows = _run_methods(DEMO_FIELD_METHODS, observations, truth, output, prefix="darcy-")
     _print_table(
         f"{'method':<10} {'rel RMSE':>9} {'cover90':>8} {'seconds':>8}  store",
         [f"{row['method']:<10} {_fmt_g(row.get('relative_rmse')):>9} {_fmt(row.get('coverage')):>8} "

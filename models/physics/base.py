@@ -105,13 +105,23 @@ class LinearOperator(torch.nn.Module):
         key = (self._dtype, self._device)
         if key in self._norm_cache:
             return self._norm_cache[key]
+        return self._power_norm(n_iter, generator, tol)
+
+    def _power_batch(self) -> int:
+        """Rows of the power iteration's start vector: operators whose batch rows differ (per-slice
+        maps or masks) iterate on all of them at once, so the estimate bounds every row."""
+        return 1
+
+    def _power_norm(self, n_iter: int, generator: torch.Generator | None, tol: float) -> float:
+        key = (self._dtype, self._device)
         if n_iter < 1:
             raise ValueError(f"{type(self).__name__}.norm: n_iter must be >= 1, got {n_iter}")
         if generator is None:  # a fixed start: the estimate, and every step size built on it, must not
             # depend on the process's global RNG (a Dask worker process and a thread give the same store)
             generator = torch.Generator(device=self._device).manual_seed(0)
         gen_device = generator.device
-        x = torch.randn((1, *self.in_shape), generator=generator, dtype=self._dtype, device=gen_device)
+        x = torch.randn((self._power_batch(), *self.in_shape), generator=generator, dtype=self._dtype,
+                        device=gen_device)
         x = x.to(self._device)
         x = x / torch.linalg.vector_norm(x)
         estimate = 0.0

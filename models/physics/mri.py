@@ -394,28 +394,5 @@ class SenseOperator(LinearOperator):
             return exact
         return self._power_norm(n_iter, generator, tol)
 
-    def _power_norm(self, n_iter: int, generator: torch.Generator | None, tol: float) -> float:
-        key = (self._dtype, self._device)
-        if n_iter < 1:
-            raise ValueError(f"SenseOperator.norm: n_iter must be >= 1, got {n_iter}")
-        if generator is None:  # a fixed start, as in the base class: no dependence on the global RNG
-            generator = torch.Generator(device=self._device).manual_seed(0)
-        batch = 1 if self.stack_slices else self.n_slices
-        x = torch.randn((batch, *self.in_shape), generator=generator, dtype=self._dtype, device=generator.device)
-        x = x.to(self._device)
-        x = x / torch.linalg.vector_norm(x)
-        estimate = 0.0
-        for _ in range(n_iter):
-            z = self.normal(x)
-            new = float(torch.sqrt(torch.clamp(torch.sum(x * z), min=0.0)))
-            size = torch.linalg.vector_norm(z)
-            if float(size) == 0.0:
-                estimate = 0.0
-                break
-            x = z / size
-            if estimate > 0 and abs(new - estimate) <= tol * new:
-                estimate = new
-                break
-            estimate = new
-        self._norm_cache[key] = estimate
-        return estimate
+    def _power_batch(self) -> int:
+        return 1 if self.stack_slices else self.n_slices

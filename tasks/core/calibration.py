@@ -11,12 +11,13 @@ uncovered pixels down to ``alpha`` (``models.uq.conformal_interval_scale``). The
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from inversa.data.store import ResultStore
-from inversa.models.uq import conformal_interval_scale, coverage, interval_scores, scale_interval
+from inversa.models.uq import conformal_interval_scale, coverage, gaussian_interval, interval_scores, scale_interval
 from inversa.tasks.core.recipe import PosteriorRecipe
 
 CALIBRATION_FILE = "calibration.json"
@@ -29,6 +30,33 @@ def existing_record(store: ResultStore) -> dict[str, Any] | None:
     if record is not None and record.get("recipe_digest") == store.provenance.get("recipe_digest"):
         return record
     return None
+
+
+def reusable_record(store: ResultStore, recipe: PosteriorRecipe) -> dict[str, Any] | None:
+    """The record a previous attempt stored for this recipe, None when the study must run, and an
+    error when the recipe has nothing to calibrate."""
+    if recipe.calibration is None:
+        raise ValueError(f"recipe {recipe.name!r}: no calibration block; nothing to calibrate")
+    return existing_record(store)
+
+
+PairPosterior = Callable[[int, int], tuple[np.ndarray, np.ndarray, int]]
+
+
+def pair_intervals(n_pairs: int, per_call: int, posterior: PairPosterior,
+                   credible_level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Means and unscaled intervals of all pairs, ``per_call`` pairs at a time (memory grows with
+    pairs times samples); ``posterior(first, stop)`` gives the mean, std and NFE of those pairs."""
+    means, lowers, uppers, nfe = [], [], [], 0
+    for first in range(0, n_pairs, per_call):
+        stop = min(first + per_call, n_pairs)
+        mean, std, calls = posterior(first, stop)
+        lower, upper = gaussian_interval(mean, std, credible_level, 1.0)
+        means.append(mean)
+        lowers.append(lower)
+        uppers.append(upper)
+        nfe += int(calls)
+    return np.concatenate(means), np.concatenate(lowers), np.concatenate(uppers), nfe
 
 
 def conformal_record(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, truth: np.ndarray,

@@ -21,8 +21,7 @@ from inversa.data.store import ResultStore
 from inversa.data.synthetic import simulate_ct_study
 from inversa.models.resampling import Grid
 from inversa.models.streaming import stream_posterior
-from inversa.models.uq import gaussian_interval
-from inversa.tasks.core.calibration import conformal_record, existing_record, save_record
+from inversa.tasks.core.calibration import conformal_record, pair_intervals, reusable_record, save_record
 from inversa.tasks.kinds.ct.measurement import geometry_for, noise_levels
 from inversa.tasks.kinds.ct.recipe import CTRecipe
 from inversa.tasks.kinds.ct.setup import setup_for
@@ -72,9 +71,7 @@ def simulate_pairs(measurement, grid: Grid, kind: str, pairs: int, seed: int, no
 
 def calibrate(store: ResultStore, recipe: CTRecipe) -> dict[str, Any]:
     """Run the calibration study once per store; returns (and stores) its record."""
-    if recipe.calibration is None:
-        raise ValueError(f"recipe {recipe.name!r}: no calibration block; nothing to calibrate")
-    existing = existing_record(store)
+    existing = reusable_record(store, recipe)
     if existing is not None:
         return existing
     started = time.perf_counter()
@@ -85,20 +82,14 @@ def calibrate(store: ResultStore, recipe: CTRecipe) -> dict[str, Any]:
     noise_sigma = measurement_noise_sigma(setup.measurement)
     sinograms, truth = simulate_pairs(setup.measurement, setup.grid, kind, pairs, seed, noise_sigma)
 
-    means, lowers, uppers, nfe = [], [], [], 0
-    for first in range(0, pairs, PAIRS_PER_CALL):
-        stop = min(first + PAIRS_PER_CALL, pairs)
+    def posterior(first: int, stop: int):
         sino = torch.as_tensor(sinograms[first:stop], device=device)
         sigma = torch.full((stop - first,), noise_sigma, device=device)
         post = stream_posterior(setup.sampler, operator, sino, sigma, (seed, SEED_TAG), range(first, stop),
                                 recipe.samples, resampler, device)
-        std = resampler.extend_std(post.std)
-        lower, upper = gaussian_interval(post.mean, std, recipe.credible_level, 1.0)
-        means.append(post.mean)
-        lowers.append(lower)
-        uppers.append(upper)
-        nfe += post.nfe
-    mean, lower, upper = (np.concatenate(a) for a in (means, lowers, uppers))
+        return post.mean, resampler.extend_std(post.std), post.nfe
+
+    mean, lower, upper, nfe = pair_intervals(pairs, PAIRS_PER_CALL, posterior, recipe.credible_level)
     record = conformal_record(mean, lower, upper, truth, recipe, phantom_kind=kind, noise_sigma=noise_sigma,
                               nfe=int(nfe), seconds=round(time.perf_counter() - started, 3), device=str(device))
     return save_record(store, record)

@@ -17,8 +17,7 @@ import numpy as np
 
 from inversa.data.synthetic_mri import simulate_mri_study
 from inversa.data.store import ResultStore
-from inversa.models.uq import gaussian_interval
-from inversa.tasks.core.calibration import conformal_record, existing_record, save_record
+from inversa.tasks.core.calibration import conformal_record, pair_intervals, reusable_record, save_record
 from inversa.tasks.core.devices import resolve_device
 from inversa.tasks.kinds.mri.measurement import espirit_map, load_measurement, maps_source, region_batch, slice_batch
 from inversa.tasks.kinds.mri.methods import MRI_METHODS
@@ -63,9 +62,7 @@ def simulate_pairs(recipe: MRIRecipe, masks: np.ndarray, relative_noise: float, 
 
 def calibrate(store: ResultStore, recipe: MRIRecipe) -> dict[str, Any]:
     """Run the calibration study once per store; returns (and stores) its record."""
-    if recipe.calibration is None:
-        raise ValueError(f"recipe {recipe.name!r}: no calibration block; nothing to calibrate")
-    existing = existing_record(store)
+    existing = reusable_record(store, recipe)
     if existing is not None:
         return existing
     started = time.perf_counter()
@@ -78,17 +75,13 @@ def calibrate(store: ResultStore, recipe: MRIRecipe) -> dict[str, Any]:
     seed = recipe.calibration.seed
     kspace, pair_masks, maps, sigma, truth = simulate_pairs(recipe, masks, relative_noise, maps_from, seed)
     sampler = MRI_METHODS.build(recipe.method.name, recipe.method.params, device)
-    means, lowers, uppers, nfe = [], [], [], 0
-    for first in range(0, len(truth), PAIRS_PER_CALL):
-        stop = min(first + PAIRS_PER_CALL, len(truth))
+
+    def posterior(first: int, stop: int):
         batch = slice_batch(kspace[first:stop], pair_masks[first:stop], maps[first:stop], sigma[first:stop], device)
         post = draw(sampler, batch, (seed, SEED_TAG), range(first, stop), recipe.samples, device)
-        lower, upper = gaussian_interval(post.mean, post.std, recipe.credible_level, 1.0)
-        means.append(post.mean)
-        lowers.append(lower)
-        uppers.append(upper)
-        nfe += post.nfe
-    mean, lower, upper = (np.concatenate(a) for a in (means, lowers, uppers))
+        return post.mean, post.std, post.nfe
+
+    mean, lower, upper, nfe = pair_intervals(len(truth), PAIRS_PER_CALL, posterior, recipe.credible_level)
     record = conformal_record(mean, lower, upper, truth, recipe, simulated="MNI152 T1 slices, smooth phase, "
                               "simulated coils", relative_noise=relative_noise,
                               sensitivities=maps_from if maps_from != "file" else "true maps", nfe=int(nfe),

@@ -64,8 +64,10 @@ def test_the_wheel_holds_one_namespace_and_the_resources(installed):
     assert tops == {"inversa"}
     for resource in ("inversa/recipes/ct-fbp.yaml", "inversa/recipes/field-gp.yaml",
                      "inversa/priors/htc-discs-64/prior.json", "inversa/priors/htc-discs-64/prior.safetensors",
-                     "inversa/deploy/dask/local.py", "inversa/tasks/kinds/ct/__init__.py",
-                     "inversa/tasks/kinds/field/__init__.py"):
+                     "inversa/priors/mri-brain-64/prior.json", "inversa/priors/mri-brain-64/prior.safetensors",
+                     "inversa/recipes/mri-dds.yaml", "inversa/deploy/dask/local.py",
+                     "inversa/tasks/kinds/ct/__init__.py", "inversa/tasks/kinds/field/__init__.py",
+                     "inversa/tasks/kinds/mri/__init__.py"):
         assert resource in names, resource
 
 

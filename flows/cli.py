@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="set a recipe field by dotted path, e.g. training.steps=2000")
     train.add_argument("--steps", type=int, metavar="N",
                        help="stop once N steps are complete (checkpointed; rerun to continue)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a directory holding another recipe's run, a finished run or a prior "
+                            "without its resumable checkpoint (refused otherwise)")
 
     cli_batch.add_arguments(add("batch", "Run one recipe over many inputs, one store per dataset; reruns skip finished ones."))
 
@@ -160,14 +163,14 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: expected a positive number of steps")
     resolve_device(recipe.device)  # fail on a missing GPU before Prefect starts
-    check_run_directory(recipe, recipe.output)  # and on another recipe's directory
+    check_run_directory(recipe, recipe.output, overwrite=args.overwrite)  # and on a directory it must not replace
     from inversa.flows import train_prior as module
 
     hook, bar = training_bar()
     module.progress_hook = hook
     try:
         with local_run_settings():
-            result = module.train_prior(recipe, output=recipe.output, steps=args.steps)
+            result = module.train_prior(recipe, output=recipe.output, steps=args.steps, overwrite=args.overwrite)
     finally:
         bar.stop()
         module.progress_hook = None

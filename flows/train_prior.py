@@ -3,7 +3,8 @@
 Training is cut into chunks of `checkpoint_every` steps, one Prefect task each, and every chunk
 ends with a checkpoint; a rerun of the same recipe into the same directory resumes at the last
 checkpoint and, because every step's randomness is a function of (seed, step), ends with the
-same weights as a run that never stopped. A finished directory is only reported on.
+same weights as a run that never stopped. A finished directory is only reported on; any other
+directory with files in it is refused unless ``overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prefect.runtime import flow_run
 
 from inversa.tasks.core.devices import resolve_device
 from inversa.tasks.core.prior_recipe import PriorRecipe, load_prior_recipe
+from inversa.tasks.core.training import check_run_directory
 from inversa.tasks.report import ProgressArtifact, artifact_key
 from inversa.tasks.training_tasks import open_run_task, report_task, train_chunk_task
 
@@ -40,12 +42,14 @@ def chunks(completed: int, stop: int, every: int) -> list[tuple[int, int]]:
 
 
 @flow(name="train-prior", flow_run_name=_run_name, log_prints=True, validate_parameters=False)
-def train_prior(recipe: PriorRecipe | dict[str, Any], output: str | None = None, steps: int | None = None
-                ) -> dict[str, Any]:
+def train_prior(recipe: PriorRecipe | dict[str, Any], output: str | None = None, steps: int | None = None,
+                overwrite: bool = False) -> dict[str, Any]:
     """Train (or resume) the prior of ``recipe`` in ``output`` (default: the recipe's ``output``).
 
     ``steps``: stop once this many steps are complete (default: all of the recipe's
     ``training.steps``); the rest is trained by a later run with the same recipe.
+    ``overwrite``: start afresh in a directory that holds another recipe's run, a finished run,
+    or a prior without its resumable checkpoint (otherwise refused, see `check_run_directory`).
     """
     logger = get_run_logger()
     progress = progress_hook
@@ -55,6 +59,7 @@ def train_prior(recipe: PriorRecipe | dict[str, Any], output: str | None = None,
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     spec, out = parsed, parsed.output
+    check_run_directory(parsed, out, overwrite=overwrite)
     device = str(resolve_device(parsed.device))
     tags = ["gpu"] if device.startswith("cuda") else []
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inversa.data.checkpoints import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
+from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
 from inversa.data.image_sets import image_set
 from inversa.models.priors.prior import DiffusionPrior, build_denoiser
 from inversa.models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
@@ -66,20 +66,53 @@ def _refuse_other_recipe(last: Path, saved: dict[str, Any], digest: str) -> None
                          f"choose another --output or delete it")
 
 
-def check_run_directory(recipe: PriorRecipe, output) -> int:
+OURS = tuple(f"{name}{suffix}" for name in (LAST, PRIOR) for suffix in (".safetensors", ".json"))
+
+
+def check_run_directory(recipe: PriorRecipe, output, overwrite: bool = False) -> int:
     """Steps already completed in ``output`` by this recipe (0 for a new directory).
 
-    Reads only the JSON of ``last``, so the command line can refuse a directory of another
-    recipe in milliseconds, before Prefect starts or a network is built.
+    A run directory is resumed only when its ``last`` checkpoint was written by this very
+    recipe. Anything else that holds files (another recipe's run, a shipped or copied prior
+    without ``last``, a user's own files) is refused, because training into it would replace a
+    checkpoint someone may have spent hours on; ``overwrite`` removes this run's file names
+    (``last.*``, ``prior.*``) first and leaves other files alone. A finished run of this recipe
+    is only reported on, never retrained, unless ``overwrite`` is given.
+    Reads only JSON, so the command line refuses in milliseconds, before Prefect starts.
     """
-    last = checkpoint_paths(Path(output) / LAST)[1]
-    if not last.is_file():
-        if Path(output).exists() and not Path(output).is_dir():
-            raise ValueError(f"{output}: exists and is not a directory; a training run needs a directory")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{output}: exists and is not a directory; a training run needs a directory")
+    if not out.is_dir():
         return 0
-    saved = read_config(last)
-    _refuse_other_recipe(last, saved, training_digest(recipe))
-    return int(saved.get("completed_steps", 0))
+    present = sorted(p.name for p in out.iterdir())
+    if not present:
+        return 0
+    last = checkpoint_paths(out / LAST)[1]
+    problem = None
+    if last.is_file():
+        try:
+            saved = read_config(last)
+        except CheckpointError as exc:
+            problem = f"{exc}"
+        else:
+            digest = training_digest(recipe)
+            if saved.get("recipe_digest") != digest:
+                problem = (f"{last}: this directory holds a training run of another recipe "
+                           f"(digest {saved.get('recipe_digest')}, this recipe {digest})")
+            elif not overwrite:
+                return int(saved.get("completed_steps", 0))
+    else:
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+        ours = [n for n in OURS if n in present]
+        problem = (f"{output}: holds {shown} but no resumable training run (last.json); training here would "
+                   f"replace {', '.join(ours)}" if ours else
+                   f"{output}: not empty ({shown}) and not a training run directory")
+    if problem is not None and not overwrite:
+        raise ValueError(f"{problem}; choose another --output, or pass --overwrite to replace it")
+    for name in OURS:
+        (out / name).unlink(missing_ok=True)
+    return 0
 
 
 class TrainingRun:

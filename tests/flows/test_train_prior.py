@@ -13,7 +13,7 @@ import inversa.tasks.training_tasks as training_tasks
 from inversa.data.checkpoints import load_checkpoint
 from inversa.flows.cli import main
 from inversa.tasks.core.prior_recipe import load_prior_recipe
-from inversa.resources import recipes_dir
+from inversa.resources import priors_dir, recipes_dir
 from inversa.tasks.core.recipe import RecipeError
 from inversa.flows.train_prior import chunks, train_prior
 from inversa.models.priors.training import Trainer
@@ -250,3 +250,57 @@ def test_a_complex_image_set_in_zarr_trains_a_two_channel_prior_that_serves_any_
     assert out.shape == x.shape and torch.isfinite(out).all()
     with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
         prior(torch.zeros(3, 23, 30), 0.5)
+
+
+def _digests(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("files", [
+    {"prior.json": None, "prior.safetensors": None},  # a copy of a shipped prior: no last.*
+    {"prior.json": b'{"mine": 1}', "last.safetensors": b"\x00" * 64},  # a user's own files
+    {"notes.txt": b"my thesis"},  # a foreign directory
+    {"last.json": b"{not json", "last.safetensors": b"\x00" * 64},  # a damaged run
+], ids=["shipped-prior-copy", "users-own-checkpoint", "foreign-directory", "damaged-run"])
+def test_train_prior_refuses_a_directory_it_would_overwrite(tmp_path, capsys, files):
+    out = tmp_path / "dir"
+    out.mkdir()
+    shipped = priors_dir() / "htc-discs-64"
+    for name, content in files.items():
+        (out / name).write_bytes(content if content is not None else (shipped / name).read_bytes())
+    before = _digests(out)
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(yaml.safe_dump(TINY))
+    code = main(["train-prior", str(recipe_file), "--output", str(out), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(out) in err and "--overwrite" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert _digests(out) == before
+    with pytest.raises(ValueError, match="--overwrite"):  # the flow itself refuses too, not only the CLI
+        train_prior(_recipe(), str(out), steps=1)
+    assert _digests(out) == before
+
+
+def test_overwrite_restarts_and_keeps_foreign_files(straight, tmp_path, capsys):
+    directory, _ = straight
+    out = tmp_path / "again"
+    out.mkdir()
+    for p in directory.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    (out / "notes.txt").write_text("keep me")
+    finished = _digests(out)
+    # A finished run of this recipe is reported on, not retrained ...
+    train_prior(_recipe(), str(out), steps=2)
+    assert _digests(out) == finished
+    # ... until --overwrite, which starts again from step 0 and leaves other files alone.
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(yaml.safe_dump(TINY))
+    code = main(["train-prior", str(recipe_file), "--output", str(out), "--steps", "2", "--overwrite"])
+    assert code == 0, capsys.readouterr().err
+    assert load_checkpoint(out / "last")[1]["completed_steps"] == 2
+    assert (out / "notes.txt").read_text() == "keep me"
+    # And another recipe's run is replaced only with --overwrite.
+    with pytest.raises(ValueError, match="another recipe"):
+        train_prior(_recipe(training__seed=1), str(out), steps=1)
+    result = train_prior(_recipe(training__seed=1), str(out), steps=1, overwrite=True)
+    assert result["completed_steps"] == 1

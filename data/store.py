@@ -39,7 +39,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import dask.array as da
 import numpy as np
@@ -296,6 +296,9 @@ class ResultStore:
         self.path = Path(path)
         self.layout = layout
         self._attrs = dict(attrs)
+        # Called (no arguments) before a region's arrays are written; raising writes nothing.
+        # The pipeline sets it to check that the input is still the one the provenance records.
+        self.write_guard: Callable[[], None] | None = None
 
     # -- construction ---------------------------------------------------------------------
 
@@ -556,6 +559,8 @@ class ResultStore:
         for name, value in extra.items():
             arrays[name] = _checked_array(value, name, (n, *cell), np.float32, where)
         info = _jsonable(dict(info or {}), "info")
+        if self.write_guard is not None:
+            self.write_guard()  # e.g. the input still is what the provenance says; raising writes nothing
 
         began = time.perf_counter()
         group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=True)

@@ -10,6 +10,7 @@ three times, slower.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -18,6 +19,7 @@ from prefect.context import TaskRunContext
 
 from inversa.data.errors import InvalidMeasurement
 from inversa.data.store import ResultStore, axis_words
+from inversa.tasks.core.inputs import check_input_unchanged
 from inversa.tasks.core.kind import Plan
 from inversa.tasks.core.recipe import RecipeBase
 from inversa.tasks.core.stores import create_store, make_plan
@@ -126,6 +128,10 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: RecipeBase)
     records, done = [], []
     started = time.perf_counter()
     bar, own_bar = _progress_bar(store_path, indices, done_before)
+    recorded = store.provenance.get("input_digest")
+    input_unchanged = partial(check_input_unchanged, str(getattr(recipe, "input", None) or "the input"),
+                              partial(kind.input_digest, recipe), recorded, store_path)
+    store.write_guard = input_unchanged  # and again just before each region's results are written
     try:
         for position, index in enumerate(indices, 1):
             if index in done_before:
@@ -133,6 +139,7 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: RecipeBase)
                 continue
             token = (store_path, index)
             try:
+                input_unchanged()
                 with gpu_slot(recipe):  # one slot of the `inversa-gpu` limit per GPU region (tasks/gpu.py)
                     record = kind.reconstruct_region(store, index, recipe,
                                                      lambda fraction, token=token: bar.partial(token, fraction))

@@ -55,4 +55,6 @@ def read_xarray(path, fmt: str = "netcdf"):
     ds = open_dataset_file(path, fmt, lazy=True)
     ds.attrs.setdefault("format", fmt)
     ds.attrs["source"] = str(path)
-    return validate_ct(ds, source=path, lazy=True)
+    checked = validate_ct(ds, source=path, lazy=True)
+    checked.set_close(ds.close)  # closing what the caller gets closes the file it reads from
+    return checked

@@ -130,3 +130,50 @@ def test_the_progress_bar_counts_each_region_once_with_the_fractions_in_flight()
 
     assert bar_only() == pytest.approx(3.5)
     assert seen == pytest.approx([1.5, 1.75, 2.25, 3.5])
+
+
+@pytest.mark.parametrize("how", ["renamed-into-place", "rewritten-keeping-mtime"])
+def test_input_changed_mid_run_fails_and_keeps_the_store_true_to_its_digest(study, tmp_path, monkeypatch, how):
+    """Each region comes from the data the provenance digests, or the run fails saying so."""
+    import os
+    import shutil
+
+    measurement, truth = study
+    original = tmp_path / "input.nc"
+    shutil.copy2(measurement, original)
+    other, _ = tiny_study(tmp_path / "other", seed=8)
+    reference = reconstruct(_recipe("ct-fbp", (original, truth), tmp_path / "ref.zarr"))
+    saved = original.read_bytes()
+
+    real_setup = ct_region.setup_for
+    calls = {"n": 0}
+
+    def replacing_setup(recipe, device=None):
+        calls["n"] += 1
+        if calls["n"] == 3:  # while the third region runs, the file is swapped under it
+            stat = original.stat()
+            if how == "renamed-into-place":
+                shutil.copy(other, tmp_path / "new.nc")
+                os.replace(tmp_path / "new.nc", original)
+            else:  # same path, inode, size and mtime (as `cp -p` of an equal-sized file leaves it)
+                new = other.read_bytes()
+                assert len(new) == stat.st_size
+                original.write_bytes(new)
+                os.utime(original, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        return real_setup(recipe, device)
+
+    monkeypatch.setattr(ct_region, "setup_for", replacing_setup)
+    recipe = _recipe("ct-fbp", (original, truth), tmp_path / "run.zarr")
+    with pytest.raises(RegionsFailed, match="changed since this run began"):
+        reconstruct(recipe)
+    monkeypatch.setattr(ct_region, "setup_for", real_setup)
+    store = ResultStore.open(tmp_path / "run.zarr")
+    assert store.done_regions() == {0, 1}  # the region that read the new file was not written
+    assert store.provenance["input_digest"] == ResultStore.open(reference["store"]).provenance["input_digest"]
+    # Resuming on the new data is refused (another input); with the original back it resumes.
+    with pytest.raises(Exception, match="input_digest differs"):
+        reconstruct(recipe)
+    original.write_bytes(saved)
+    reconstruct(recipe)
+    got, want = xr.open_zarr(tmp_path / "run.zarr"), xr.open_zarr(reference["store"])
+    np.testing.assert_array_equal(got["mean"].values, want["mean"].values)

@@ -7,7 +7,6 @@ version, tasks/core/inputs.py), so threads working on neighbouring regions pay f
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -19,21 +18,23 @@ from inversa.data.subset import angular_wedge, every_kth_view
 from inversa.models.noise import estimate_noise_sigma
 from inversa.models.physics.tomography import CTGeometry, ct_operator
 from inversa.models.resampling import Grid
-from inversa.tasks.core.inputs import FILE_READ_LOCK, file_key
+from inversa.tasks.core.inputs import FILE_READ_LOCK, cached_by_file_version, file_key
 from inversa.tasks.kinds.ct.recipe import CTRecipe
 
 
-@lru_cache(maxsize=2)
+@cached_by_file_version(maxsize=2)
 def _cached_measurement(key: tuple, path: str, fmt: str | None, options: tuple, wedge: tuple, step: int) -> xr.Dataset:
-    ds = read_measurement(path, format=fmt, **dict(options))
+    ds = read = read_measurement(path, format=fmt, **dict(options))
     if wedge[0] is not None:
         ds = angular_wedge(ds, angular_range_deg=wedge[0], start_angle_deg=wedge[1])
     if step > 1:
         ds = every_kth_view(ds, step)
+    if ds is not read:
+        ds.set_close(read.close)  # the cache closes a changed file's old version through the subset
     return ds
 
 
-@lru_cache(maxsize=2)
+@cached_by_file_version(maxsize=2)
 def _cached_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
     return read_reference(path, variable=variable)
 

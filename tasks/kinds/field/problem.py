@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import xarray as xr
@@ -36,7 +35,7 @@ from inversa.data.readers.field_grid import field_candidates
 from inversa.data.readers.field_input import SCATTERED, field_input_kind, read_field_input
 from inversa.data.readers.xarray_files import open_dataset_file
 from inversa.data.readers.sniff import is_zarr_directory, require_exists
-from inversa.tasks.core.inputs import FILE_READ_LOCK, file_key
+from inversa.tasks.core.inputs import FILE_READ_LOCK, cached_by_file_version, file_key
 from inversa.tasks.kinds.field.recipe import FieldRecipe
 
 NON_FIELD_VARIABLES = (MASK, "chc")
@@ -69,12 +68,12 @@ def _cached_reference(key: tuple, path: str, variable: str | None) -> xr.DataArr
         return _read_reference(key, path, variable)
 
 
-@lru_cache(maxsize=4)
+@cached_by_file_version(maxsize=4)
 def _read_input(key: tuple, path: str, options: str, variable: str | None) -> xr.Dataset:
     return read_field_input(path, json.loads(options), variable)
 
 
-@lru_cache(maxsize=4)
+@cached_by_file_version(maxsize=4)
 def _read_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
     source = require_exists(path)
     ds = open_dataset_file(source, "zarr" if is_zarr_directory(source) else "netcdf")

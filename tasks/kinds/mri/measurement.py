@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from inversa.data.readers.mri_reference import read_mri_reference
 from inversa.data.undersampling import equispaced_mask, poisson_disc_mask, random_mask, undersample
 from inversa.models.physics.espirit import espirit_maps
 from inversa.models.physics.mri import SenseOperator
-from inversa.tasks.core.inputs import FILE_READ_LOCK, file_key
+from inversa.tasks.core.inputs import FILE_READ_LOCK, cached_by_file_version, file_key
 from inversa.tasks.kinds.mri.recipe import MRIRecipe, SensitivitySpec, UndersamplingSpec
 
 SCALE_PERCENTILE = 99.0
@@ -52,7 +51,7 @@ class Loaded:
     fully_sampled: xr.Dataset | None = None
 
 
-@lru_cache(maxsize=2)
+@cached_by_file_version(maxsize=2)
 def _cached(key: tuple, path: str, fmt: str | None, options: str, undersampling: str) -> Loaded:
     ds = read_mri(path, format=fmt, **json.loads(options))
     if not undersampling:
@@ -79,7 +78,7 @@ def _load(recipe: MRIRecipe) -> Loaded:
         return _cached(file_key(path), path, recipe.format, json.dumps(recipe.reader_options, sort_keys=True), spec)
 
 
-@lru_cache(maxsize=2)
+@cached_by_file_version(maxsize=2)
 def _cached_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
     return read_mri_reference(path, variable)
 

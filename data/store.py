@@ -12,6 +12,8 @@ A run's output must survive crashes and parallel writers, so the store is built 
 3. Only after the arrays are written is the region recorded in a manifest: one small JSON file
    per region under ``<store>/_inversa/regions/<index>.json``, replaced atomically. A crash
    before that leaves the region pending, and a rerun writes it again (idempotently).
+   The record keeps the size and sha256 of each of the region's chunk files, so a chunk deleted
+   or changed afterwards shows as damage (``damaged_regions``) and a rerun recomputes it.
 
 ``<store>/_inversa/store.json`` marks a directory as an inversa store and records its layout and
 digests; ``create`` uses it to decide between resuming, refusing (different recipe or input
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -449,12 +453,85 @@ class ResultStore:
     # -- manifest ---------------------------------------------------------------------------
 
     def done_regions(self) -> set[int]:
-        """Regions whose manifest entry exists and is readable; anything else is pending."""
+        """Regions whose manifest entry exists and is readable (not checked against the data:
+        see ``damaged_regions``)."""
         return {i for i in range(len(self.regions)) if self._read_record(i) is not None}
 
-    def pending_regions(self) -> list[int]:
-        done = self.done_regions()
-        return [i for i in range(len(self.regions)) if i not in done]
+    def pending_regions(self, contents: bool = True) -> list[int]:
+        """Regions still to (re)compute: not recorded, or recorded but damaged since.
+
+        ``contents=False`` checks only that every chunk file is there with its recorded size
+        (a stat per file) instead of reading and hashing it.
+        """
+        intact = self.intact_regions(contents=contents)
+        return [i for i in range(len(self.regions)) if i not in intact]
+
+    def intact_regions(self, indices: Sequence[int] | None = None, contents: bool = True) -> set[int]:
+        """Recorded regions (of ``indices``, default all) whose chunk files match their record."""
+        chosen = range(len(self.regions)) if indices is None else indices
+        return {i for i in chosen if (r := self._read_record(i)) is not None and not self._damage(i, r, contents)}
+
+    def damaged_regions(self, contents: bool = True) -> dict[int, str]:
+        """Recorded regions whose data no longer match the chunk checksums recorded with them,
+        each with what is wrong: a chunk file deleted, truncated or changed after it was written."""
+        found = {}
+        for i in range(len(self.regions)):
+            record = self._read_record(i)
+            if record is not None and (problem := self._damage(i, record, contents)):
+                found[i] = problem
+        return found
+
+    def _region_chunks(self, index: int) -> list[str]:
+        """Every chunk file of region ``index`` (relative to the store): one per data variable
+        along ``slice`` (one per sample for ``samples``), because a region is exactly one chunk."""
+        group = zarr.open_group(str(self.path), mode="r", zarr_format=3, use_consolidated=True)
+        lead = self.layout.leading_dim
+        files = []
+        for name, array in sorted(group.arrays(), key=lambda item: item[0]):
+            dims = tuple(array.metadata.dimension_names or ())
+            if name in dims or lead not in dims:
+                continue  # a coordinate, or not per region
+            axes = [[index] if dim == lead else range(n) for dim, n in zip(dims, array.cdata_shape)]
+            files += [f"{name}/{array.metadata.encode_chunk_key(coords)}" for coords in itertools.product(*axes)]
+        return files
+
+    def _chunk_checksums(self, index: int) -> dict[str, list | None]:
+        """``{chunk file: [size, sha256]}``, None for a chunk zarr left unwritten (all fill value)."""
+        sums: dict[str, list | None] = {}
+        for name in self._region_chunks(index):
+            try:
+                payload = (self.path / name).read_bytes()
+            except FileNotFoundError:
+                sums[name] = None
+                continue
+            sums[name] = [len(payload), hashlib.sha256(payload).hexdigest()]
+        return sums
+
+    def _damage(self, index: int, record: Mapping[str, Any], contents: bool) -> str | None:
+        """What is wrong with a recorded region's chunk files, or None (also for records made
+        before checksums were kept, which cannot be checked)."""
+        expected = record.get("chunks")
+        if not isinstance(expected, dict):
+            return None
+        problems = []
+        for name, want in expected.items():
+            path = self.path / name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                if want is not None:
+                    problems.append(f"{name} is missing")
+                continue
+            if want is None:
+                continue  # written since as fill value by nobody else: a region owns its chunks
+            if size != want[0]:
+                problems.append(f"{name} has {size} bytes, {want[0]} were written")
+            elif contents and hashlib.sha256(path.read_bytes()).hexdigest() != want[1]:
+                problems.append(f"{name} differs from its checksum")
+        if not problems:
+            return None
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        return "; ".join(problems[:3]) + more
 
     def region_record(self, index: int) -> dict[str, Any]:
         """The manifest entry of a finished region: start, stop, completed_at (UTC, ISO 8601),
@@ -581,6 +658,7 @@ class ResultStore:
             "write_count": (previous["write_count"] if previous else 0) + 1,
             "writer": {"host": socket.gethostname(), "pid": os.getpid()},
             "info": info,
+            "chunks": self._chunk_checksums(index),  # what `damaged_regions` checks the data against
         }
         _write_json_atomic(self._manifest_path(index), record)
         return record

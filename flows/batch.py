@@ -170,7 +170,7 @@ def _dataset_recipe(base: RecipeBase, item: BatchInput, store: str) -> tuple[Rec
 def completed_store_summary(spec: RecipeBase, digest: str) -> dict[str, Any] | None:
     """The summary of the dataset's store if it is complete for this recipe and input, else None.
 
-    Cheap on purpose (one file digest, a few small JSON reads): it is what makes a rerun over a
+    Cheap on purpose (one file digest, a few small JSON reads, a stat per chunk file): it is what makes a rerun over a
     watched directory touch only new inputs. Anything unexpected means "not complete": the
     prepare task then reports it properly.
     """
@@ -183,7 +183,7 @@ def completed_store_summary(spec: RecipeBase, digest: str) -> dict[str, Any] | N
                 and store.provenance.get("input_digest") == kind_of(spec).input_digest(spec))
     except Exception:  # noqa: BLE001 - an unreadable input is the prepare task's to report
         return None
-    if not same or store.pending_regions() or not store.summary:
+    if not same or store.pending_regions(contents=False) or not store.summary:
         return None
     return store.summary
 

@@ -190,6 +190,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     store = ResultStore.open(args.store)
     ds = store.to_xarray()
+    damaged = store.damaged_regions()
     doc = {
         "store": str(store.path),
         "dims": {k: int(v) for k, v in ds.sizes.items()},
@@ -197,7 +198,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             str(k): {"dims": list(v.dims), "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in ds.data_vars.items()
         },
         "credible_level": store.credible_level,
-        "regions": {"total": len(store.regions), "done": len(store.done_regions())},
+        "regions": {"total": len(store.regions), "done": len(store.intact_regions()),
+                    "damaged": {str(i): why for i, why in damaged.items()}},
         "metrics": store.summary,
         "provenance": store.provenance,
     }
@@ -206,12 +208,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         doc["png"] = str(write_preview_png(preview, args.png).resolve())
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
-        return 0
+        return 1 if damaged else 0
     print(f"store        {doc['store']}")
     print(f"dims         {doc['dims']}")
     for name, v in doc["variables"].items():
         print(f"  {name:<16} {tuple(v['dims'])} {v['dtype']}")
-    print(f"regions      {doc['regions']['done']}/{doc['regions']['total']} done")
+    print(f"regions      {doc['regions']['done']}/{doc['regions']['total']} done"
+          + (f", {len(damaged)} damaged" if damaged else ""))
+    for index, why in damaged.items():
+        start, stop = store.regions[index]
+        print(f"  damaged    region {index} ({store.layout.leading_dim} {start}-{stop - 1}): {why}")
+    if damaged:
+        print("             rerun the command that wrote this store to recompute the damaged regions")
     prov = doc["provenance"]
     print(f"method       {prov.get('method')} {prov.get('method_params')}")
     print(f"input        {prov.get('input')} ({str(prov.get('input_digest'))[:19]})")
@@ -220,7 +228,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  {key:<14} {value}")
     if "png" in doc:
         print(f"preview      {doc['png']}")
-    return 0
+    return 1 if damaged else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

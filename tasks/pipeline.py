@@ -123,7 +123,7 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: RecipeBase)
     logger = get_run_logger()
     kind = kind_of(recipe)
     store = ResultStore.open(store_path)
-    done_before = store.done_regions()
+    done_before = store.intact_regions(indices)  # a damaged region is computed again
     units = axis_words(store.layout.leading_dim)[1]
     records, done = [], []
     started = time.perf_counter()

@@ -503,3 +503,45 @@ def test_concurrent_creates_agree_on_one_store(tmp_path):
     assert {s.path for s in stores} == {path}
     assert siblings(path) == ["run.zarr"]
     assert ResultStore.open(path).provenance == PROVENANCE
+
+
+@pytest.mark.parametrize("fault", ["deleted", "truncated", "flipped"])
+def test_damaged_chunks_are_found_and_a_rewrite_repairs_them(tmp_path, fault):
+    store = make_store(tmp_path / "s.zarr")
+    write_all(store)
+    assert store.damaged_regions() == {} and store.pending_regions() == []
+    chunk = tmp_path / "s.zarr" / "mean" / "c" / "1" / "0" / "0"  # region 1's mean
+    payload = chunk.read_bytes()
+    if fault == "deleted":
+        chunk.unlink()
+    elif fault == "truncated":
+        chunk.write_bytes(payload[:-3])
+    else:  # same size, one byte changed: only the contents check sees it
+        chunk.write_bytes(payload[:-1] + bytes([payload[-1] ^ 0xFF]))
+    damaged = ResultStore.open(tmp_path / "s.zarr").damaged_regions()
+    assert list(damaged) == [1] and "mean/c/1/0/0" in damaged[1]
+    assert {"deleted": "missing", "truncated": "bytes", "flipped": "checksum"}[fault] in damaged[1]
+    assert store.pending_regions() == [1] and store.done_regions() == {0, 1, 2}
+    assert store.intact_regions() == {0, 2} and store.intact_regions([1, 2]) == {2}
+    # The cheap check (sizes only) sees deletion and truncation, not a flipped byte.
+    assert store.pending_regions(contents=False) == ([] if fault == "flipped" else [1])
+    # Writing the region again makes it whole.
+    start, stop = store.regions[1]
+    store.write_region(1, **region_arrays(start, stop), info={"nfe": 8, "seconds": 0.5})
+    assert store.damaged_regions() == {} and store.pending_regions() == []
+    for name, want in expected_full().items():
+        np.testing.assert_array_equal(xr.open_zarr(tmp_path / "s.zarr")[name].values, want, err_msg=name)
+
+
+def test_every_chunk_of_a_region_is_checksummed(tmp_path):
+    store = make_store(tmp_path / "s.zarr")
+    write_all(store)
+    chunks = store.region_record(0)["chunks"]
+    # mean, std, lower, upper, reference, two metrics, and one chunk per sample.
+    assert len(chunks) == 5 + 2 + N_SAMPLES
+    assert {name.split("/")[0] for name in chunks} == {"mean", "std", "lower", "upper", "reference", "samples",
+                                                       "metric_psnr", "metric_coverage"}
+    assert all(v is not None for v in chunks.values())
+    for name in chunks:  # each is a real file of the store, and they are all region 0's
+        assert (tmp_path / "s.zarr" / name).is_file()
+        assert name.split("/c/")[1].split("/")[1 if name.startswith("samples") else 0] == "0"

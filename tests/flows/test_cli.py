@@ -115,3 +115,29 @@ def test_check_prints_the_plan_and_show_prints_json(capsys, prefect_harness, stu
     assert {"variables", "metrics", "provenance"} <= set(doc)
     assert "mean" in doc["variables"] and doc["metrics"]["mcc"] > 0.5
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_reports_a_deleted_chunk_and_a_rerun_repairs_it(capsys, prefect_harness, study, tmp_path):
+    out = tmp_path / "s.zarr"
+    argv = ["run", "ct-fbp", "--input", str(study[0]), "--reference", str(study[1]), "--output", str(out),
+            "--set", "region_size=1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    whole = _listing(out)
+    (out / "mean" / "c" / "1" / "0" / "0").unlink()  # slice 1's mean, as a failing disk or a careless rm would
+    assert main(["show", str(out)]) == 1
+    shown = capsys.readouterr().out
+    assert "1/2 done, 1 damaged" in shown and "region 1" in shown and "mean/c/1/0/0 is missing" in shown
+    assert main(["show", str(out), "--json"]) == 1
+    assert list(json.loads(capsys.readouterr().out)["regions"]["damaged"]) == ["1"]
+    # The rerun recomputes only the damaged region, and the store is whole again, byte for byte.
+    assert main(argv) == 0
+    capsys.readouterr()
+    from inversa.data.store import ResultStore
+
+    store = ResultStore.open(out)
+    assert [store.region_record(i)["write_count"] for i in range(2)] == [1, 2]
+    assert main(["show", str(out)]) == 0 and "2/2 done\n" in capsys.readouterr().out
+    repaired = _listing(out)
+    data = [name for name in whole if "/c/" in name]  # every chunk (the report rewrites attrs)
+    assert {n: repaired[n] for n in data} == {n: whole[n] for n in data}

@@ -192,13 +192,53 @@ def find_recipe(name_or_path: str | Path) -> Path:
     raise RecipeError(f"{name_or_path}: no such recipe file, and not a shipped recipe ({shipped})")
 
 
-def _parse_value(text: str) -> Any:
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings, not data
+MAX_RECIPE_NODES = 100_000  # values once YAML aliases are expanded
+
+
+def expanded_size(obj: Any, limit: int = MAX_RECIPE_NODES) -> int:
+    """How many values ``obj`` holds once every shared (aliased) part is counted each time it is
+    used, stopping early past ``limit``. Linear in the distinct objects, so an alias bomb (a few
+    lines whose expansion has billions of entries) is measured in microseconds, not expanded."""
+    memo: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if isinstance(node, dict):
+            total = 1 + sum(size(k) + size(v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            total = 1 + sum(size(v) for v in node)
+        else:
+            return 1
+        memo[key] = total = min(total, limit + 1)
+        return total
+
+    return size(obj)
+
+
+def _check_expansion(raw: Any, source: str) -> None:
+    if expanded_size(raw) > MAX_RECIPE_NODES:
+        raise RecipeError(f"{source}: expands to more than {MAX_RECIPE_NODES:,} values once its YAML aliases "
+                          "are followed; a recipe is a page of settings (an alias bomb?)")
+
+
+def _parse_value(text: str, source: str = "--set") -> Any:
     """`--set` values are YAML scalars: 60 is a number, true a bool, null None, else a string."""
-    return yaml.safe_load(text) if text != "" else ""
+    if text == "":
+        return ""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{source}: not a valid YAML value: {exc}") from None
+    _check_expansion(value, source)
+    return value
 
 
 def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
     """Apply `key.sub=value` overrides to a raw recipe mapping (before validation)."""
+    _check_expansion(raw, source)
     data = json.loads(json.dumps(raw))
     for item in overrides:
         if "=" not in item:
@@ -213,7 +253,7 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
             if not isinstance(child, dict):
                 raise RecipeError(f"{source}: --set {key}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(value, f"{source}: --set {key.strip()}")
     return data
 
 
@@ -226,6 +266,9 @@ def read_recipe_fields(name_or_path: str | Path | Mapping, overrides: list[str] 
     else:
         path = find_recipe(name_or_path)
         source = str(path)
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{source}: {path.stat().st_size:,} bytes; a recipe is at most "
+                              f"{MAX_RECIPE_BYTES:,} bytes of YAML settings")
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:

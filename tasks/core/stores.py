@@ -18,6 +18,7 @@ import torch
 from inversa.data.store import ResultStore, StoreConflict, StoreError
 from inversa.tasks.core.inputs import input_location
 from inversa.tasks.core.kind import Plan
+from inversa.tasks.core.limits import check_fits_machine
 from inversa.tasks.core.recipe import RecipeBase
 from inversa.tasks.kinds import kind_of
 
@@ -31,7 +32,9 @@ def make_plan(recipe: RecipeBase) -> Plan:
     """Validate the input (and reference) and size the run, writing nothing."""
     if not recipe.input:
         raise ValueError(f"recipe {recipe.name!r}: no input; give one with --input PATH")
-    return kind_of(recipe).plan(recipe)
+    plan = kind_of(recipe).plan(recipe)
+    check_fits_machine(plan, recipe.output)
+    return plan
 
 
 def code_version() -> str:
@@ -112,12 +115,3 @@ def check_output(recipe: RecipeBase, recipe_digest: str, overwrite: bool) -> Non
             f"{path}: holds another run ({'; '.join(differ)}); pass --overwrite to replace it, "
             "or choose another --output"
         )
-
-
-def human_bytes(n: float) -> str:
-    """``1.5 MB``: sizes in the lines ``inversa check`` prints."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TB"

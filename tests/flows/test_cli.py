@@ -141,3 +141,56 @@ def test_show_reports_a_deleted_chunk_and_a_rerun_repairs_it(capsys, prefect_har
     repaired = _listing(out)
     data = [name for name in whole if "/c/" in name]  # every chunk (the report rewrites attrs)
     assert {n: repaired[n] for n in data} == {n: whole[n] for n in data}
+
+
+def test_an_input_attribute_cannot_bypass_the_grid_cap(capsys, study, tmp_path):
+    import xarray as xr
+
+    ds = xr.load_dataset(study[0])
+    ds.attrs["image_size"] = 100000
+    bad = tmp_path / "huge.nc"
+    ds.to_netcdf(bad)
+    for command in ("check", "run"):
+        err = _fail(capsys, command, "ct-fbp", "--input", str(bad), "--output", str(tmp_path / "o.zarr"))
+        assert "huge.nc" in err and "image_size" in err and "100000" in err and "grid.size" in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_a_plan_larger_than_the_machine_is_refused_before_anything_is_written(capsys, study, tmp_path,
+                                                                              monkeypatch):
+    from inversa.tasks.core import limits
+
+    out = tmp_path / "o.zarr"
+    # The Gaussian posterior holds its system matrix: at 4096 x 4096 pixels, about 8 GB per worker,
+    # refused on a machine with 2 GB (and by the same rule, a 100000-pixel grid anywhere).
+    monkeypatch.setattr(limits, "machine_memory_bytes", lambda: 2 << 30)
+    err = _fail(capsys, "check", "ct-gaussian", "--input", str(study[0]), "--set", "grid.size=4096")
+    assert "per worker" in err and "this machine's 2.0 GB of memory" in err
+    err = _fail(capsys, "run", "ct-gaussian", "--input", str(study[0]), "--output", str(out), "--set", "grid.size=4096")
+    assert "per worker" in err and not out.exists()
+    # Storage: a store that cannot fit the free space where it goes.
+    plan = limits.Plan(kind="ct", dataset="d", input="in.nc", output=str(out), n_slices=1, leading_dim="slice",
+                       regions=[(0, 1)], method="fbp", method_params={}, samples=1, estimated_memory_bytes=10,
+                       estimated_storage_bytes=5 << 30)
+    with pytest.raises(ValueError, match=r"o\.zarr: the store will take about 5\.0 GB, and only 1\.0 GB is free"):
+        limits.check_fits_machine(plan, str(out), memory=1 << 40, disk=1 << 30)
+    limits.check_fits_machine(plan, str(out), memory=1 << 40, disk=6 << 30)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(capsys, tmp_path):
+    import time
+
+    lines = ["name: ct-fbp", 'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.perf_counter()
+    err = _fail(capsys, "check", str(bomb), "--input", "x.nc")
+    assert time.perf_counter() - started < 5 and "bomb.yaml" in err and "aliases" in err
+    levels = ["&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 7)]
+    err = _fail(capsys, "check", "ct-fbp", "--input", "x.nc", "--set", f"method.params.cutoff=[{', '.join(levels)}]")
+    assert "--set method.params.cutoff" in err and "aliases" in err
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: ct-fbp\n" + "# padding\n" * 200_000)
+    assert "at most" in _fail(capsys, "check", str(huge), "--input", "x.nc")

@@ -19,7 +19,7 @@ from inversa.models.noise import estimate_noise_sigma
 from inversa.models.physics.tomography import CTGeometry, ct_operator
 from inversa.models.resampling import Grid
 from inversa.tasks.core.inputs import FILE_READ_LOCK, cached_by_file_version, file_key
-from inversa.tasks.kinds.ct.recipe import CTRecipe
+from inversa.tasks.kinds.ct.recipe import MAX_GRID, MIN_GRID, CTRecipe
 
 
 @cached_by_file_version(maxsize=2)
@@ -58,6 +58,10 @@ def load_measurement(recipe: CTRecipe) -> xr.Dataset:
 def grid_for(recipe: CTRecipe, measurement: xr.Dataset) -> Grid:
     """The output grid: the recipe's size and pixel size where given, else the measurement's default."""
     size, pixel = default_grid(measurement)
+    if recipe.grid.size is None and not MIN_GRID <= size <= MAX_GRID:
+        where = "attribute image_size" if "image_size" in measurement.attrs else "its detector count"
+        raise ValueError(f"{recipe.input}: {where} asks for a {size} x {size} grid; inversa reconstructs "
+                         f"{MIN_GRID} to {MAX_GRID} pixels per side: set grid.size (--set grid.size=N)")
     return Grid(size=int(recipe.grid.size or size), pixel_size_mm=float(recipe.grid.pixel_size_mm or pixel))
 
 

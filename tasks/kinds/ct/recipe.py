@@ -15,12 +15,13 @@ from inversa.tasks.core.recipe import MethodSpec, PosteriorRecipe, StrictModel
 from inversa.tasks.kinds.ct.methods import coerce_method_params, method_names
 
 FIELD_GRID_KEYS = ("extent", "spacing", "shape", "padding", "mask")
+MIN_GRID, MAX_GRID = 8, 8192  # pixels per side, wherever the size comes from (recipe or input attrs)
 
 
 class GridSpec(StrictModel):
     """The output image grid; left out, it is the measurement's default (data.schema.default_grid)."""
 
-    size: int | None = Field(default=None, ge=8, le=8192)
+    size: int | None = Field(default=None, ge=MIN_GRID, le=MAX_GRID)
     pixel_size_mm: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="before")

@@ -20,7 +20,7 @@ GEOMETRIES = ("parallel", "fan")
 NOISE_MODELS = ("gaussian", "poisson")
 
 # A span of more than two turns is almost certainly degrees passed as radians.
-_MAX_ANGLE_SPAN_RAD = 4.0 * math.pi
+_TURN = 2.0 * math.pi  # a CT scan covers at most one turn (plus a view or two where both ends are kept)
 
 
 def _positive_float(value: Any, source, name: str, error=InvalidMeasurement) -> float:
@@ -89,10 +89,11 @@ def _validated_angles(angle, n_views: int, source) -> np.ndarray:
                 "angles that repeat or change direction",
             )
         span = float(abs(angles[-1] - angles[0]))
-        if span > _MAX_ANGLE_SPAN_RAD:
+        if span > _TURN + 2.0 * span / (n_views - 1) + 1e-6:
             raise InvalidMeasurement(
-                source, "angle", "angles in radians (span at most 4 pi)",
-                f"a span of {span:.4g}, which looks like degrees",
+                source, "angle", "angles in radians, spanning at most one turn (2 pi = 6.283)",
+                f"a span of {span:.4g}, which looks like degrees ({math.degrees(span):.4g} degrees if it were "
+                f"radians); convert with numpy.deg2rad",
             )
     return angles
 
@@ -170,11 +171,22 @@ def validate_ct(ds: xr.Dataset, source=None, lazy: bool = False) -> xr.Dataset:
         raise ShapeMismatch(source, SINOGRAM, "a non-empty (slice, angle, detector) array", f"shape {sino.shape}")
     if lazy:
         # Read once, a block of slices at a time, and keep nothing: the input may not fit in memory.
-        check_finite_blocks(_slice_blocks(sino), source, SINOGRAM)
-        values = None
+        nonzero = [False]
+
+        def blocks():
+            for first, block in _slice_blocks(sino):
+                nonzero[0] = nonzero[0] or bool(np.any(block))
+                yield first, block
+
+        check_finite_blocks(blocks(), source, SINOGRAM)
+        values, anything = None, nonzero[0]
     else:
         values = np.asarray(sino.values, dtype=np.float32)
         check_finite(values, source, SINOGRAM)
+        anything = bool(np.any(values))
+    if not anything:
+        raise InvalidMeasurement(source, SINOGRAM, "measured line integrals (some nonzero)",
+                                 f"all {sino.size} values zero: an empty or failed acquisition")
     if "angle" not in ds.coords:
         raise InvalidMeasurement(source, "angle", "a coordinate 'angle' (radians) along the angle dim", "none")
     angles = _validated_angles(ds["angle"].values, sino.sizes["angle"], source)

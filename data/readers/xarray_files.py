@@ -9,14 +9,16 @@ References stay eager; they are small.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import xarray as xr
+import zarr
 
 from inversa.data.errors import CorruptFile
 from inversa.data.readers.sniff import require_exists
-from inversa.data.schema import validate_ct
+from inversa.data.schema import SINOGRAM, validate_ct
 
 
 def _is_consolidated(store: Path) -> bool:
@@ -29,6 +31,33 @@ def _is_consolidated(store: Path) -> bool:
         return False
 
 
+METADATA_FILES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def check_zarr_metadata(store: Path) -> None:
+    """Every metadata file of a zarr store parses: consolidated metadata would otherwise hide
+    an array's own truncated ``zarr.json`` until some other tool reads it."""
+    for name in METADATA_FILES:
+        for meta in store.rglob(name):
+            try:
+                json.loads(meta.read_text())
+            except (OSError, ValueError) as exc:
+                raise CorruptFile(store, str(meta.relative_to(store)), "valid JSON zarr metadata",
+                                  f"unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def missing_chunks(store: Path, name: str) -> tuple[int, int, str | None]:
+    """``(missing, total, first missing key)`` of the chunk files of array ``name``: zarr reads a
+    missing chunk as the fill value, which for a measurement is damage, not data."""
+    try:
+        array = zarr.open_array(str(store / name), mode="r")
+    except Exception:  # noqa: BLE001 - an array zarr cannot open is reported by whoever reads it
+        return 0, 0, None
+    keys = [array.metadata.encode_chunk_key(c) for c in itertools.product(*(range(n) for n in array.cdata_shape))]
+    absent = [k for k in keys if not (store / name / k).exists()]
+    return len(absent), len(keys), (absent[0] if absent else None)
+
+
 def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
     """Open NetCDF (``fmt='netcdf'``) or zarr (``'zarr'``), wrapping decode errors.
 
@@ -36,6 +65,8 @@ def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
     otherwise load everything and close the file.
     """
     path = require_exists(path)
+    if fmt == "zarr":
+        check_zarr_metadata(Path(path))
     try:
         if fmt == "zarr":
             if lazy:
@@ -53,6 +84,12 @@ def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
 def read_xarray(path, fmt: str = "netcdf"):
     """Read a NetCDF file or zarr store holding ``sinogram(slice, angle, detector)`` and validate it."""
     ds = open_dataset_file(path, fmt, lazy=True)
+    if fmt == "zarr" and SINOGRAM in ds.data_vars:
+        absent, total, first = missing_chunks(Path(path), SINOGRAM)
+        if absent:
+            raise CorruptFile(path, SINOGRAM, "every chunk of the array present",
+                              f"{absent} of {total} chunk files missing (first {SINOGRAM}/{first}); zarr would "
+                              "read them as the fill value")
     ds.attrs.setdefault("format", fmt)
     ds.attrs["source"] = str(path)
     checked = validate_ct(ds, source=path, lazy=True)

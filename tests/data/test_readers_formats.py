@@ -139,3 +139,20 @@ def test_nonfinite_values_counted_over_all_blocks_with_global_index(tmp_path, mo
     monkeypatch.setattr(schema, "_slice_blocks", lambda s: blocks(s, target_bytes=2 * 6 * 5 * 4))  # 2 slices
     with pytest.raises(NonFiniteValues, match=r"2 NaN/Inf value\(s\), first at index \(4, 2, 1\)"):
         read_measurement(path)
+
+
+def test_zarr_inputs_with_damaged_metadata_or_missing_chunks_are_named(tmp_path):
+    store = tmp_path / "scan.zarr"
+    ds = _measurement()
+    ds.to_zarr(store, zarr_format=3, consolidated=True, encoding={"sinogram": {"chunks": (1, 6, 5)}})
+    assert read_measurement(store).sizes["slice"] == ds.sizes["slice"]
+    meta = store / "sinogram" / "zarr.json"
+    text = meta.read_text()
+    meta.write_text(text[: len(text) // 2])  # consolidated metadata alone would hide this
+    with pytest.raises(CorruptFile, match=r"scan\.zarr: variable 'sinogram/zarr\.json': expected valid JSON"):
+        read_measurement(store)
+    meta.write_text(text)
+    chunks = sorted(p for p in (store / "sinogram" / "c").rglob("*") if p.is_file())
+    chunks[0].unlink()
+    with pytest.raises(CorruptFile, match=r"1 of \d+ chunk files missing \(first sinogram/c/0/0/0\)"):
+        read_measurement(store)

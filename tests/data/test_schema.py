@@ -39,7 +39,7 @@ def test_validate_casts_to_float32_adds_slice_coord_and_default_offset():
 
 
 def test_two_dimensional_sinogram_gains_a_slice():
-    ds = validate_ct(_dataset(sino=np.zeros((4, 5), dtype=np.int16)))
+    ds = validate_ct(_dataset(sino=np.ones((4, 5), dtype=np.int16)))
     assert ds.sinogram.shape == (1, 4, 5) and ds.sinogram.dtype == np.float32
 
 
@@ -94,3 +94,25 @@ def test_default_grid_follows_the_conventions():
     size, pixel = default_grid(fan)
     assert size == 5 and pixel == pytest.approx(0.2 * 400 / 500)
     assert default_grid(validate_ct(_dataset(image_size=64, pixel_size_mm=0.3))) == (64, 0.3)
+
+
+def test_an_all_zero_sinogram_is_refused_eager_and_lazy():
+    zeros = _dataset(sino=np.zeros((2, 4, 5)))
+    for lazy in (False, True):
+        with pytest.raises(InvalidMeasurement, match=r"'sinogram'.*all 40 values zero"):
+            validate_ct(zeros, source="scan.nc", lazy=lazy)
+    one = np.zeros((2, 4, 5))
+    one[1, 2, 3] = 1e-3  # a single measured value is data
+    assert validate_ct(_dataset(sino=one), lazy=True).sizes["slice"] == 2
+
+
+@pytest.mark.parametrize("span, ok", [(10.0, False), (2 * np.pi + 0.5, False), (2 * np.pi, True),
+                                      (np.pi, True)])
+def test_angles_may_span_one_turn_and_no_more(span, ok):
+    angles = np.linspace(0, span, 73)  # both ends kept, as many scanners store a full turn
+    if ok:
+        assert validate_ct(_dataset(sino=np.ones((1, 73, 5)), angles=angles)).sizes["angle"] == 73
+    else:
+        with pytest.raises(InvalidMeasurement, match="looks like degrees") as info:
+            validate_ct(_dataset(sino=np.ones((1, 73, 5)), angles=angles), source="scan.nc")
+        assert "scan.nc" in str(info.value) and "deg2rad" in str(info.value)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from inversa.data.store import ResultStore
 from inversa.data.store_lock import check_unlocked
 from inversa.flows import cli_batch, cli_field_study, cli_serve, cli_server
+from inversa.flows.ephemeral_server import tie_ephemeral_server
 from inversa.flows.runtime import local_run_settings
 from inversa.flows.server import use_running_server
 from inversa.flows.terminal import region_bar, training_bar
@@ -247,11 +250,31 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_sh
             "field-study": cli_field_study.run}
 
 
+FLOW_COMMANDS = frozenset({"demo", "run", "train-prior", "batch", "serve", "field-study"})
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM outside a flow run ends like Ctrl-C: cleanly, servers stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_prefect_defaults()
     if "prefect" not in sys.modules:  # Prefect reads its settings once, at import
         use_running_server()  # runs show up in `inversa server`'s UI when one is running
     args = _parser().parse_args(argv)
+    previous = None
+    if args.command in FLOW_COMMANDS:
+        tie_ephemeral_server()  # a temporary server ignores the terminal's Ctrl-C and dies with us
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run_command(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -263,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         message = textwrap.shorten(str(exc), width=2000, placeholder=" ...") or type(exc).__name__
         print(f"inversa {args.command}: error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
+    except BaseException as exc:
+        if type(exc).__name__ != "TerminationSignal":  # Prefect's SIGTERM inside a flow run
+            raise
+        print("terminated; rerun the same command to resume", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

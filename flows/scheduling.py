@@ -19,6 +19,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from inversa.data.store import axis_words
+from inversa.tasks.core.interrupts import clear_stop, request_stop
 from inversa.tasks.core.recipe import RecipeBase
 from inversa.tasks.core.work_units import WorkUnit, work_units
 from inversa.tasks.gpu import gpu_annotations
@@ -137,6 +138,7 @@ def reconstruct_stores(
         hook(done, total)
     outcomes = {job.dataset: StoreOutcome(job.dataset) for job in jobs}
 
+    clear_stop()
     try:
         with live_progress(flow_run.id, bar):
             futures = {}
@@ -158,6 +160,10 @@ def reconstruct_stores(
                     logger.error("%s: region %d failed: %s", unit.dataset, failure.index, exc)
                 for index in unit.regions[:finished]:  # a task in another process could not say so itself
                     bar.complete((job.store_path, index))
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: the threads stop within a step, not a unit
+            request_stop()
+        raise
     finally:
         bar.close()
     return outcomes

@@ -20,6 +20,7 @@ from prefect.context import TaskRunContext
 from inversa.data.errors import InvalidMeasurement
 from inversa.data.store import ResultStore, axis_words
 from inversa.tasks.core.inputs import check_input_unchanged
+from inversa.tasks.core.interrupts import raise_if_stopping
 from inversa.tasks.core.kind import Plan
 from inversa.tasks.core.recipe import RecipeBase
 from inversa.tasks.core.stores import create_store, make_plan
@@ -138,11 +139,15 @@ def reconstruct_regions(store_path: str, indices: list[int], recipe: RecipeBase)
                 done.append(index)
                 continue
             token = (store_path, index)
+            def progress(fraction: float, token=token) -> None:
+                raise_if_stopping()  # an interrupted run stops here, within one sampler step
+                bar.partial(token, fraction)
+
             try:
+                raise_if_stopping()
                 input_unchanged()
                 with gpu_slot(recipe):  # one slot of the `inversa-gpu` limit per GPU region (tasks/gpu.py)
-                    record = kind.reconstruct_region(store, index, recipe,
-                                                     lambda fraction, token=token: bar.partial(token, fraction))
+                    record = kind.reconstruct_region(store, index, recipe, progress)
             except Exception as exc:
                 start, stop = store.regions[index] if 0 <= index < len(store.regions) else (index, index + 1)
                 raise RegionFailed(

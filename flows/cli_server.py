@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"port (default {server.DEFAULT_PORT}; 0 picks a free one)")
     start.add_argument("--timeout", type=float, default=server.START_TIMEOUT_S,
                        help="seconds to wait for the API to answer (default %(default)s)")
+    start.add_argument("--insecure", action="store_true",
+                       help="bind beyond this machine without authentication (refused otherwise: anyone who "
+                            "reaches the address could run flows)")
     actions.add_parser("status", help="say whether the server runs (exit 3 when it does not)")
     stop = actions.add_parser("stop", help="stop the server (SIGTERM, then SIGKILL after --timeout)")
     stop.add_argument("--timeout", type=float, default=server.STOP_TIMEOUT_S,
@@ -33,24 +36,33 @@ def _uptime(seconds: float) -> str:
     return " ".join(parts + [f"{secs}s"])
 
 
-def _print_use(info: server.ServerInfo) -> None:
+def _print_use(info: server.ServerInfo, show_credential: bool = False) -> None:
     print(f"UI         {info.url}")
     print(f"use it     export PREFECT_API_URL={info.api_url}")
+    if info.auth:
+        path = server.credential_path()
+        shown = server.read_credential() if show_credential else "(printed when the server started)"
+        print(f"credential {shown}  (in {path}, readable by you only; the UI asks for it)")
+        print(f"           elsewhere: export PREFECT_API_AUTH_STRING=\"$(cat {path})\"")
     print("           (inversa run/batch/serve use it by themselves while PREFECT_API_URL is unset)")
 
 
 def _start(args: argparse.Namespace) -> int:
+    auth = None
     if not server.is_loopback(args.host):
-        print(f"inversa server: warning: binding to {args.host}: the Prefect API and UI have no authentication "
-              "and anyone who can reach this address can run flows", file=sys.stderr)
+        if args.insecure:
+            auth = False
+            print(f"inversa server: warning: binding to {args.host} without authentication (--insecure): anyone "
+                  "who can reach this address can run flows", file=sys.stderr)
     problem = server.scheduler_problem()
     if problem:
         print(f"inversa server: warning: {problem}", file=sys.stderr)
-    info, started = server.start_server(host=args.host, port=args.port, timeout=args.timeout)
+    info, started = server.start_server(host=args.host, port=args.port, timeout=args.timeout, auth=auth)
     if started:
         print(f"inversa server: started (pid {info.pid}, data in {server.inversa_home()}, log {info.log})")
-    else:
-        print(f"inversa server: already running (pid {info.pid}, up {_uptime(info.uptime_s())}); not starting another")
+        _print_use(info, show_credential=True)
+        return 0
+    print(f"inversa server: already running (pid {info.pid}, up {_uptime(info.uptime_s())}); not starting another")
     _print_use(info)
     return 0
 

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import ipaddress
 import json
+import secrets
 import os
 import signal
 import socket
@@ -51,6 +52,7 @@ class ServerInfo:
     url: str
     started_at: str
     log: str
+    auth: bool = False  # the API asks for the credential in `$INVERSA_HOME/server/credential`
 
     @property
     def api_url(self) -> str:
@@ -97,6 +99,43 @@ def _browser_host(host: str) -> str:
 
 
 # ---------------------------------------------------------------- the record of a running server
+
+
+CREDENTIAL_FILE = "credential"
+CREDENTIAL_USER = "inversa"
+
+
+def credential_path(home: Path | None = None) -> Path:
+    return server_dir(home) / CREDENTIAL_FILE
+
+
+def read_credential(home: Path | None = None) -> str | None:
+    """The server's ``user:password`` (Prefect's basic-auth string), or None when there is none."""
+    path = credential_path(home)
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if path.stat().st_mode & 0o077:
+        raise ServerError(f"{path}: readable by others (mode {path.stat().st_mode & 0o777:o}); "
+                          f"run: chmod 600 {path}")
+    return text or None
+
+
+def ensure_credential(home: Path | None = None) -> str:
+    """The server's credential, generated on first use into a file only its owner can read."""
+    existing = read_credential(home)
+    if existing:
+        return existing
+    path = credential_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = f"{CREDENTIAL_USER}:{secrets.token_urlsafe(24)}"
+    tmp = path.with_name(f".{CREDENTIAL_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others, not even briefly
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    tmp.replace(path)
+    return value
 
 
 def read_info(home: Path | None = None) -> ServerInfo | None:
@@ -199,6 +238,11 @@ def use_running_server() -> str | None:
     url = server_api_url()
     if url:
         os.environ["PREFECT_API_URL"] = url
+        info = running_server()
+        if info is not None and info.auth and not os.environ.get("PREFECT_API_AUTH_STRING"):
+            credential = read_credential()
+            if credential:  # run, batch, serve and the Dask workers they start all inherit it
+                os.environ["PREFECT_API_AUTH_STRING"] = credential
     return url
 
 
@@ -252,9 +296,15 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:]) or "(log is empty)"
 
 
-def _child_environment(home: Path, host: str, port: int) -> dict[str, str]:
-    """The server's own settings; an API URL the caller uses for another server must not leak in."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE")}
+def _child_environment(home: Path, host: str, port: int, credential: str | None = None) -> dict[str, str]:
+    """The server's own settings; an API URL or credential the caller uses for another server
+    must not leak in."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_API_AUTH_STRING",
+                        "PREFECT_SERVER_API_AUTH_STRING")}
+    if credential:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = credential  # the API refuses requests without it (401)
+        env["PREFECT_API_AUTH_STRING"] = credential  # what the server's own client calls send
     directory = server_dir(home)
     env.update(
         PREFECT_HOME=str(home / "prefect"),
@@ -297,11 +347,14 @@ def start_server(
     port: int = DEFAULT_PORT,
     timeout: float = START_TIMEOUT_S,
     home: Path | None = None,
+    auth: bool | None = None,
 ) -> tuple[ServerInfo, bool]:
     """Start the server in the background and return once its API answers.
 
     Returns (info, started): `started` is False when a server of this home was already running
-    (nothing new is started). `port=0` picks a free port.
+    (nothing new is started). `port=0` picks a free port. ``auth`` (default: whenever the host
+    is not loopback) protects the API with basic authentication, its credential generated once
+    into ``$INVERSA_HOME/server/credential`` (mode 0600).
     """
     home = (home or inversa_home()).resolve()
     with _start_lock(home):
@@ -317,6 +370,8 @@ def start_server(
 
         directory = server_dir(home)
         (home / "prefect").mkdir(parents=True, exist_ok=True)
+        auth = (not is_loopback(host)) if auth is None else auth
+        credential = ensure_credential(home) if auth else None
         log = directory / LOG_FILE
         command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
         with open(log, "ab") as out:
@@ -324,11 +379,11 @@ def start_server(
             out.flush()
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=_child_environment(home, host, port), cwd=directory, start_new_session=True,
+                env=_child_environment(home, host, port, credential), cwd=directory, start_new_session=True,
             )
         info = ServerInfo(
             pid=process.pid, host=host, port=port, url=f"http://{_url_host(host)}:{port}",
-            started_at=datetime.now(timezone.utc).isoformat(), log=str(log),
+            started_at=datetime.now(timezone.utc).isoformat(), log=str(log), auth=bool(credential),
         )
         _write_info(info, home)
         try:

@@ -139,3 +139,73 @@ def test_serve_refuses_a_bad_schedule_or_watched_path_before_anything_runs(home,
     argv = ["serve", "ct-fbp", *[x for kv in options.items() for x in kv]]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_server_reachable_from_other_machines_asks_for_its_credential(home, tmp_path, capsys):
+    """Bound beyond loopback, the API refuses requests without the generated credential (401),
+    answers those with it, and `inversa run` finds and uses it by itself."""
+    import base64
+    import stat
+    import urllib.error
+    import urllib.request
+
+    from tests.flows.helpers import tiny_study
+
+    assert main(["server", "start", "--host", "0.0.0.0", "--port", "0", "--timeout", "180"]) == 0
+    try:
+        printed = capsys.readouterr().out
+        info = server.running_server()
+        assert info is not None and info.auth
+        path = server.credential_path()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        credential = path.read_text().strip()
+        assert credential.startswith("inversa:") and len(credential) > 30
+        assert credential in printed  # shown once, at start, for the UI's login
+        url = f"http://127.0.0.1:{info.port}/api/flows/filter"
+
+        def post(auth: str | None) -> int:
+            request = urllib.request.Request(url, data=b"{}", method="POST",
+                                             headers={"Content-Type": "application/json"})
+            if auth is not None:
+                request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status
+            except urllib.error.HTTPError as err:
+                return err.code
+
+        assert post(None) == 401 and post("inversa:wrong") == 401
+        assert post(credential) == 200
+        assert main(["server", "status"]) == 0 and credential not in capsys.readouterr().out  # not shown again
+        # A run started with this INVERSA_HOME talks to the server with the credential.
+        measurement, _ = tiny_study(tmp_path / "study", n_slices=1)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        env["INVERSA_HOME"] = str(home)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+        child = subprocess.run([sys.executable, "-m", "inversa.flows.cli", "run", "ct-fbp", "--input",
+                                str(measurement), "--output", str(tmp_path / "o.zarr")],
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert child.returncode == 0, child.stderr[-2000:]
+        request = urllib.request.Request(f"http://127.0.0.1:{info.port}/api/flow_runs/filter", data=b"{}",
+                                         method="POST", headers={"Content-Type": "application/json",
+                                                                 "Authorization": "Basic " + base64.b64encode(
+                                                                     credential.encode()).decode()})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            runs = json.loads(response.read())
+        assert any(r["name"].startswith("ct-fbp") and r["state_type"] == "COMPLETED" for r in runs)
+    finally:
+        main(["server", "stop"])
+
+
+def test_insecure_is_the_only_way_to_an_open_remote_server(home, capsys, monkeypatch):
+    started = {}
+
+    def fake_start(host, port, timeout, auth):
+        started.update(host=host, auth=auth)
+        raise server.ServerError("stop here")
+
+    monkeypatch.setattr(server, "start_server", fake_start)
+    main(["server", "start", "--host", "0.0.0.0"])
+    assert started == {"host": "0.0.0.0", "auth": None}  # None: start_server turns auth on off loopback
+    main(["server", "start", "--host", "0.0.0.0", "--insecure"])
+    assert started["auth"] is False and "without authentication (--insecure)" in capsys.readouterr().err

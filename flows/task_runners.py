@@ -58,6 +58,9 @@ def make_task_runner(options: RunnerOptions):
         return WorkerApiDaskTaskRunner(
             cluster_class=factory, cluster_kwargs={"workers": options.workers, "threads_per_worker": threads}
         )
+    if visible_gpus():
+        return WorkerApiDaskTaskRunner(cluster_class=local_gpu_cluster,
+                                       cluster_kwargs={"workers": options.workers, "threads_per_worker": threads})
     return WorkerApiDaskTaskRunner(cluster_kwargs=local_cluster_kwargs(options.workers, threads))
 
 
@@ -65,20 +68,61 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int) -> dict[s
     """A `distributed.LocalCluster` of worker processes that each run one task with N torch threads.
 
     Processes, not threads: torch releases the GIL in its kernels but the samplers' Python
-    loops do not. Each worker advertises one `GPU` resource when CUDA is present, so tasks that
-    ask for a GPU (tasks.gpu.gpu_annotations) find a worker.
+    loops do not. On a machine with GPUs `make_task_runner` uses `local_gpu_cluster` instead, so
+    each GPU has one worker of its own.
     """
     n = workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
-    kwargs: dict[str, Any] = {
+    return {
         "n_workers": n,
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": ":0",  # a free port (the log prints the link): runs side by side never clash
         "env": {name: str(threads_per_worker) for name in THREAD_ENV},
     }
-    if _cuda_available():
-        kwargs["resources"] = {"GPU": 1}
-    return kwargs
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (none without CUDA)."""
+    if not _cuda_available():
+        return []
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [d.strip() for d in given.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def local_worker_specs(workers: int, threads_per_worker: int, gpus: list[str]) -> dict[str, dict[str, Any]]:
+    """One worker process per entry; worker ``i < len(gpus)`` owns GPU ``gpus[i]`` alone.
+
+    Each GPU worker sees only its own device (CUDA_VISIBLE_DEVICES, so inside it the GPU is
+    cuda:0) and declares one `GPU` resource, so GPU regions go one at a time to each GPU
+    (tasks/gpu.py). Workers beyond the GPU count see no GPU and declare none: they take CPU work.
+    Without this every worker of `--workers N` would run on cuda:0 of a multi-GPU host.
+    """
+    threads = {name: str(threads_per_worker) for name in THREAD_ENV}
+    specs = {}
+    for i in range(workers):
+        own = gpus[i] if i < len(gpus) else ""
+        options: dict[str, Any] = {"nthreads": 1, "env": {**threads, "CUDA_VISIBLE_DEVICES": own}}
+        if own:
+            options["resources"] = {"GPU": 1}
+        specs[f"worker-{i}"] = {"options": options}
+    return specs
+
+
+def local_gpu_cluster(workers: int | None = None, threads_per_worker: int = 1, gpus: list[str] | None = None):
+    """A local cluster whose workers each own one GPU (and CPU-only workers past the GPU count)."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    gpus = visible_gpus() if gpus is None else gpus
+    n = workers or max(len(gpus), 1)
+    specs = local_worker_specs(n, threads_per_worker, gpus)
+    for spec in specs.values():
+        spec["cls"] = Nanny
+    return SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                       name="inversa-local")
 
 
 def _cuda_available() -> bool:

@@ -29,8 +29,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError, ObjectNotFound
 
-from inversa.tasks.core.devices import uses_gpu
 from inversa.tasks.core.recipe import RecipeBase
+from inversa.tasks.kinds import kind_of
 
 GPU_LIMIT = "inversa-gpu"  # the Prefect global concurrency limit GPU tasks take a slot of
 GPU_RESOURCE = "GPU"  # the Dask worker resource GPU tasks request one unit of
@@ -47,7 +47,7 @@ def gpu_annotations(recipe: RecipeBase) -> AbstractContextManager:
     the cluster has workers and none declares a GPU, the request could never be met and the
     tasks would wait forever: then the tasks are submitted without it, with a warning.
     """
-    if not uses_gpu(recipe.device):
+    if not kind_of(recipe).uses_gpu(recipe):
         return nullcontext()
     runner = _current_dask_runner()
     if runner is None:
@@ -89,7 +89,7 @@ def gpu_slot(recipe: RecipeBase, limit: str = GPU_LIMIT, timeout_seconds: float 
     lease that Prefect renews while held, so a worker killed mid-task frees it when the lease
     runs out instead of leaking it.
     """
-    if not uses_gpu(recipe.device) or not _limit_exists(limit):
+    if not kind_of(recipe).uses_gpu(recipe) or not _limit_exists(limit):
         yield
         return
     with concurrency(limit, occupy=1, timeout_seconds=timeout_seconds, strict=False):

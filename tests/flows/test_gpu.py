@@ -115,3 +115,22 @@ class _Runner:
 )
 def test_gpu_request_only_where_a_worker_can_meet_it(workers, declares):
     assert gpu._cluster_declares_gpus(_Runner(workers)) is declares
+
+
+def test_a_field_run_claims_a_gpu_only_when_its_solver_runs_on_one(monkeypatch):
+    """The `gpu` tag, the slot and the Dask resource follow where the solver runs: the recipe's
+    `device` unless `method.params.device` says otherwise (it once followed only the former,
+    which field solvers ignored)."""
+    import torch
+
+    from inversa.tasks.kinds import kind_of
+    from inversa.tasks.kinds.field.fit import method_of
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    auto = load_recipe("field-gp")  # device: auto
+    assert kind_of(auto).uses_gpu(auto) and method_of(auto).solver_params["device"] == "cuda"
+    pinned = load_recipe("field-gp", ["method.params.device=cpu"])
+    assert not kind_of(pinned).uses_gpu(pinned) and method_of(pinned).solver_params["device"] == "cpu"
+    on_cpu = load_recipe("field-gp", ["device=cpu"])
+    assert not kind_of(on_cpu).uses_gpu(on_cpu) and method_of(on_cpu).solver_params["device"] == "cpu"
+    assert isinstance(gpu.gpu_annotations(pinned), nullcontext)

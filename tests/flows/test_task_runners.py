@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 
 import pytest
@@ -193,3 +194,41 @@ def test_cli_reports_contradicting_runner_options_in_one_line(tmp_path, capsys):
     assert code == 2
     assert err.count("\n") == 0 and "cannot be combined with --dask-address" in err
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_on_a_multi_gpu_host_each_local_worker_owns_one_gpu():
+    from inversa.flows.task_runners import local_worker_specs
+
+    specs = local_worker_specs(3, 2, ["0", "1"])
+    envs = [s["options"]["env"] for s in specs.values()]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", ""]  # the third sees no GPU
+    assert [s["options"].get("resources") for s in specs.values()] == [{"GPU": 1}, {"GPU": 1}, None]
+    assert all(e["OMP_NUM_THREADS"] == "2" and s["options"]["nthreads"] == 1
+               for e, s in zip(envs, specs.values()))
+
+
+@pytest.mark.slow
+def test_the_gpu_cluster_starts_workers_that_see_only_their_own_gpu():
+    """The real cluster of `--workers 3` on a host with two GPUs (named by CUDA_VISIBLE_DEVICES
+    entries; nothing here touches CUDA, so it runs on a CPU machine)."""
+    from distributed import Client
+
+    from inversa.flows.task_runners import local_gpu_cluster
+
+    with local_gpu_cluster(workers=3, threads_per_worker=1, gpus=["2", "5"]) as cluster, Client(cluster) as client:
+        client.wait_for_workers(3, timeout=60)
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        resources = {w["name"]: w["resources"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+    assert sorted(seen.values()) == ["", "2", "5"]
+    assert resources == {"worker-0": {"GPU": 1}, "worker-1": {"GPU": 1}, "worker-2": {}}
+
+
+def test_make_task_runner_uses_the_gpu_cluster_only_where_there_are_gpus(monkeypatch):
+    import inversa.flows.task_runners as runners
+
+    monkeypatch.setattr(runners, "visible_gpus", lambda: ["0", "1"])
+    local = make_task_runner(RunnerOptions(kind="dask", workers=2, threads_per_worker=3))
+    assert local.cluster_class is runners.local_gpu_cluster
+    assert local.cluster_kwargs == {"workers": 2, "threads_per_worker": 3}
+    monkeypatch.setattr(runners, "visible_gpus", lambda: [])
+    assert "n_workers" in make_task_runner(RunnerOptions(kind="dask", workers=2)).cluster_kwargs

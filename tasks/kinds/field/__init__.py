@@ -15,7 +15,7 @@ from inversa.tasks.core.inputs import input_digest
 from inversa.tasks.core.kind import Plan, Prepared, Preview, ProblemKind, RegionProgress, StoreTemplate
 from inversa.tasks.kinds.field import plan as planning
 from inversa.tasks.kinds.field import report
-from inversa.tasks.kinds.field.fit import ensure_fit
+from inversa.tasks.kinds.field.fit import ensure_fit, solver_device
 from inversa.tasks.kinds.field.recipe import FieldRecipe
 from inversa.tasks.kinds.field.region import reconstruct_region
 
@@ -45,6 +45,9 @@ class FieldKind(ProblemKind):
 
     def summarize(self, store: ResultStore) -> dict[str, Any]:
         return report.summarize(store)
+
+    def uses_gpu(self, recipe: FieldRecipe) -> bool:
+        return solver_device(recipe).startswith("cuda")
 
     def describe(self, recipe: FieldRecipe, plan: Plan) -> list[str]:
         return planning.describe(recipe, plan)

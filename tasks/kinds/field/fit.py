@@ -21,7 +21,8 @@ import numpy as np
 from inversa.data.store import ResultStore
 from inversa.models.solvers import SolverState
 from inversa.models.uq import interval_z
-from inversa.tasks.kinds.field.methods import FieldMethod, field_method
+from inversa.tasks.kinds.field.methods import FieldMethod, field_method, takes_device
+from inversa.tasks.core.devices import resolve_device
 from inversa.tasks.kinds.field.model import FieldModel
 from inversa.tasks.kinds.field.problem import FieldProblem, Points, load_field_problem
 from inversa.tasks.kinds.field.recipe import FieldRecipe
@@ -31,8 +32,21 @@ FIT_ARRAYS = "field_fit.npz"
 HOLDOUT_KEYS = ("holdout_n", "holdout_values", "holdout_sq_error", "holdout_covered")
 
 
+def solver_device(recipe: FieldRecipe) -> str:
+    """Where the solver runs: ``method.params.device`` when the recipe sets it, else the recipe's
+    ``device`` (``auto``: a GPU when there is one). What the run claims (the ``gpu`` tag, the
+    ``inversa-gpu`` slot, a Dask GPU) follows this, so a CPU solver never holds a GPU."""
+    given = recipe.method.params.get("device")
+    if given is not None:
+        return str(given)
+    return str(resolve_device(recipe.device)) if takes_device(recipe.method.name) else "cpu"
+
+
 def method_of(recipe: FieldRecipe) -> FieldMethod:
-    return field_method(recipe.method.name, recipe.method.params)
+    params = dict(recipe.method.params)
+    if takes_device(recipe.method.name):
+        params.setdefault("device", solver_device(recipe))
+    return field_method(recipe.method.name, params)
 
 
 def global_points(problem: FieldProblem) -> tuple[Points, Points]:

@@ -76,6 +76,11 @@ class FieldMethod:
         return {**_schemas(self.name)[0].defaults(), **self.solver_params, **self.problem}
 
 
+def takes_device(name: str) -> bool:
+    """Whether method ``name``'s solver has a ``device`` (every solver in torch does)."""
+    return name in SOLVERS and "device" in _schemas(name)[0].names
+
+
 def field_method(name: str, params: dict[str, Any] | None) -> FieldMethod:
     """Validate and type a recipe's ``method`` for a field run; the error names the parameter at fault."""
     if name not in SOLVERS:

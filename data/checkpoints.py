@@ -116,4 +116,7 @@ def load_checkpoint(path, verify: bool = True) -> tuple[dict[str, np.ndarray], d
         if previous.is_file() and _sha256(previous) == config["weights_sha256"]:
             return load_file(str(previous)), config  # a save died between its two renames
         raise CheckpointError(f"{weights}: contents do not match the sha256 recorded in {meta.name}; the file is corrupt or from another checkpoint")
-    return load_file(str(weights)), config
+    try:
+        return load_file(str(weights)), config
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types, with no file name
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None

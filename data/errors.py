@@ -37,6 +37,12 @@ class InvalidMeasurement(ValueError):
     def file_name(self) -> str | None:
         return None if self.path is None else Path(self.path).name
 
+    def naming(self, path) -> "InvalidMeasurement":
+        """The same error naming ``path``, for a check that ran on data already read from it."""
+        if self.path is not None or path is None:
+            return self
+        return type(self)(path, self.variable, self.expected, self.got)
+
 
 class MissingFile(InvalidMeasurement, FileNotFoundError):
     """The file or directory does not exist (also a FileNotFoundError for generic handlers)."""

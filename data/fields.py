@@ -426,13 +426,16 @@ class FieldGrid:
             )
 
 
-def _convex_hull(x: np.ndarray, y: np.ndarray) -> tuple:
+def _convex_hull(x: np.ndarray, y: np.ndarray, source=None) -> tuple:
     from scipy.spatial import ConvexHull, QhullError
 
     points = np.stack([x, y], axis=1)
     try:
         hull = ConvexHull(points)
-    except QhullError as error:
-        raise InvalidGrid(None, "grid.mask", "observations spanning an area (3+ non-collinear sensors)",
-                          str(error).splitlines()[0]) from None
+    except QhullError:
+        unique = np.unique(points, axis=0)
+        found = (f"{len(unique)} distinct sensor position(s)" if len(unique) < 3 else
+                 f"{len(unique)} sensors all on one line")
+        raise InvalidGrid(source, "grid.mask", "sensors spanning an area (3 or more not on one line) for the "
+                          "convex hull; give grid.extent with mask: none instead", found) from None
     return tuple((float(px), float(py)) for px, py in points[hull.vertices])

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from inversa.data.store import ResultStore
 from inversa.data.store_lock import check_unlocked
 from inversa.flows import cli_batch, cli_field_study, cli_serve, cli_server
 from inversa.flows.ephemeral_server import tie_ephemeral_server
+from inversa.flows.quiet_errors import quiet_user_tracebacks
 from inversa.flows.runtime import local_run_settings
 from inversa.flows.server import use_running_server
 from inversa.flows.terminal import region_bar, training_bar
@@ -250,6 +250,19 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "check": cmd_check, "show": cmd_sh
             "field-study": cli_field_study.run}
 
 
+MAX_MESSAGE = 8000
+
+
+def one_line(message: str) -> str:
+    """The message on one line; only a message longer than ``MAX_MESSAGE`` loses its middle, so
+    a long path at either end (where the file is named) survives whole."""
+    text = " ".join(message.split())
+    if len(text) <= MAX_MESSAGE:
+        return text
+    keep = MAX_MESSAGE // 2
+    return f"{text[:keep]} ... ({len(text) - 2 * keep} characters left out) ... {text[-keep:]}"
+
+
 FLOW_COMMANDS = frozenset({"demo", "run", "train-prior", "batch", "serve", "field-study"})
 
 
@@ -265,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = None
     if args.command in FLOW_COMMANDS:
         tie_ephemeral_server()  # a temporary server ignores the terminal's Ctrl-C and dies with us
+        quiet_user_tracebacks()  # Prefect's logs: one line for a user's mistake, a traceback for a bug
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -283,7 +297,7 @@ def _run_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line for the user, traceback on --debug
         if args.debug:
             raise
-        message = textwrap.shorten(str(exc), width=2000, placeholder=" ...") or type(exc).__name__
+        message = one_line(str(exc)) or type(exc).__name__
         print(f"inversa {args.command}: error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
     except BaseException as exc:

@@ -7,6 +7,8 @@ MRI k-space files have their own detector, ``data.readers.mri_sniff.mri_format``
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from inversa.data.errors import CorruptFile, MissingFile, UnknownFormat
@@ -23,8 +25,20 @@ ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 def require_exists(path) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise MissingFile(path, "(file)", "an existing file or zarr directory", "nothing at that path")
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            found = "a loop of symbolic links"
+        elif path.is_symlink():
+            found = f"a symbolic link to {os.readlink(path)}, which does not exist"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            found = "a path this user may not read (permission denied)"
+        elif exc.errno == errno.ENAMETOOLONG:
+            found = "a name longer than the file system allows"
+        else:
+            found = "nothing at that path" if exc.errno == errno.ENOENT else f"{exc.strerror or exc}"
+        raise MissingFile(path, "(file)", "an existing file or zarr directory", found) from None
     return path
 
 

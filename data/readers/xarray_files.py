@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import xarray as xr
@@ -58,6 +59,17 @@ def missing_chunks(store: Path, name: str) -> tuple[int, int, str | None]:
     return len(absent), len(keys), (absent[0] if absent else None)
 
 
+def library_words(err: BaseException, path) -> str:
+    """A file library's complaint without its errno, its repetition of the path and its jargon."""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(err)).strip()
+    for shown in (f": {str(path)!r}", f": b{str(path)!r}", f": {path}", str(path)):
+        text = text.replace(shown, "")
+    text = text.removeprefix("NetCDF: ").strip(" :")
+    if isinstance(err, OSError) and "HDF error" in text:
+        return "a damaged or truncated file (the NetCDF/HDF5 library could not read it: HDF error)"
+    return f"a file the reader could not decode ({text or type(err).__name__})"
+
+
 def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
     """Open NetCDF (``fmt='netcdf'``) or zarr (``'zarr'``), wrapping decode errors.
 
@@ -78,7 +90,7 @@ def open_dataset_file(path, fmt: str, lazy: bool = False) -> xr.Dataset:
         with xr.open_dataset(path) as ds:
             return ds.load()
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
-        raise CorruptFile(path, "(dataset)", f"a readable {fmt} dataset", f"{type(err).__name__}: {err}") from None
+        raise CorruptFile(path, "(dataset)", f"a readable {fmt} dataset", library_words(err, path)) from None
 
 
 def read_xarray(path, fmt: str = "netcdf"):

@@ -122,7 +122,9 @@ class CTGeometry:
     def validate(self) -> "CTGeometry":
         """Raise ``ValueError`` naming the field and what was expected; return self if fine."""
         def bad(name: str, expected: str) -> ValueError:
-            return ValueError(f"CTGeometry.{name}: expected {expected}, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            value = value.item() if isinstance(value, np.generic) else value  # 0.5, not np.float64(0.5)
+            return ValueError(f"CTGeometry.{name}: expected {expected}, got {value!r}")
 
         if self.kind not in KINDS:
             raise bad("kind", "'parallel' or 'fan'")

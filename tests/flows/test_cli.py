@@ -194,3 +194,86 @@ def test_a_yaml_alias_bomb_is_refused_at_once(capsys, tmp_path):
     huge = tmp_path / "huge.yaml"
     huge.write_text("name: ct-fbp\n" + "# padding\n" * 200_000)
     assert "at most" in _fail(capsys, "check", str(huge), "--input", "x.nc")
+
+
+LAUNCH_FAILING = """
+import sys
+import inversa.tasks.kinds.ct.region as ct_region
+from inversa.flows.cli import main
+
+def failing(*args, **kwargs):
+    raise {error}
+
+ct_region.setup_for = failing
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("error, traceback_shown", [
+    ("OSError(28, 'No space left on device')", False),  # the disk is full: the user's to fix
+    ("TypeError('unsupported operand')", True),  # a bug in inversa: the traceback is the report
+])
+def test_user_errors_in_a_run_print_no_traceback_bugs_do(study, tmp_path, error, traceback_shown):
+    """A real `inversa run` whose region fails: Prefect's own log lines show a traceback only for a bug."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["INVERSA_HOME"] = str(tmp_path / "home")
+    child = subprocess.run([sys.executable, "-c", LAUNCH_FAILING.format(error=error), "run", "ct-fbp", "--input",
+                            str(study[0]), "--output", str(tmp_path / "o.zarr")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    err = child.stderr
+    assert child.returncode != 0
+    said = [line for line in err.splitlines() if line.startswith("inversa run: error:")]
+    assert len(said) == 1 and error.split("'")[1] in said[0], err[-3000:]
+    assert ("Traceback" in err) is traceback_shown, err[-3000:]
+
+
+def test_which_errors_are_the_users():
+    from inversa.data.errors import InvalidMeasurement
+    from inversa.flows.quiet_errors import is_user_error
+    from inversa.flows.reconstruct import RegionsFailed
+    from inversa.tasks.pipeline import RegionFailed
+
+    def chained(cause):
+        region = RegionFailed("region 0 failed", "s.zarr", 0)
+        region.__cause__ = cause
+        run = RegionsFailed("1 of 1 regions failed")
+        run.__cause__ = region
+        return run
+
+    assert is_user_error(InvalidMeasurement("a.nc", "sinogram", "finite values"))
+    assert is_user_error(PermissionError(13, "Permission denied")) and is_user_error(OSError(30, "Read-only"))
+    assert is_user_error(chained(ValueError("bad input"))) and is_user_error(chained(OSError(28, "full")))
+    assert not is_user_error(chained(TypeError("bug"))) and not is_user_error(KeyError("x"))
+    assert not is_user_error(None)
+
+
+def test_a_long_message_keeps_both_ends_of_a_long_path():
+    from inversa.flows.cli import MAX_MESSAGE, one_line
+
+    path = "/data/" + "very-long-directory-name/" * 400 + "scan.nc"
+    message = one_line(f"{path}: variable 'sinogram': expected finite values,\n  got 3 NaN")
+    assert message.endswith("scan.nc: variable 'sinogram': expected finite values, got 3 NaN")
+    assert message.startswith("/data/very-long") and len(message) < MAX_MESSAGE + 100 and "\n" not in message
+    short = "/a/b.nc: variable 'x': expected y"
+    assert one_line(short) == short
+
+
+def test_geometry_errors_name_the_file_and_the_attribute(capsys, tmp_path):
+    import xarray as xr
+
+    from tests.flows.helpers import tiny_study
+
+    measurement, _ = tiny_study(tmp_path / "s", n_slices=1)
+    ds = xr.load_dataset(measurement)
+    ds.attrs.update(geometry="fan", source_origin_mm=10.0, origin_detector_mm=100.0)
+    bad = tmp_path / "fan.nc"
+    ds.to_netcdf(bad)
+    err = _fail(capsys, "check", "ct-fbp", "--input", str(bad))
+    assert "fan.nc" in err and "attribute source_origin_mm" in err and "CTGeometry" not in err
+    assert "np.float64" not in err

@@ -12,11 +12,11 @@ from inversa.tasks.core.inputs import dataset_name
 from inversa.tasks.core.kind import Plan, StoreTemplate
 from inversa.tasks.core.priors import prior_record
 from inversa.tasks.core.stores import plan_regions
-from inversa.tasks.kinds.ct.measurement import geometry_for, load_measurement, load_reference
+from inversa.tasks.kinds.ct.measurement import load_measurement, load_reference
 from inversa.tasks.kinds.ct.methods import PRIOR_PARAM, sampler_params
 from inversa.tasks.kinds.ct.recipe import CTRecipe
 from inversa.tasks.kinds.ct.region import METRICS
-from inversa.tasks.kinds.ct.setup import setup_for
+from inversa.tasks.kinds.ct.setup import setup_for, validated
 
 INTERVAL_KIND = "gaussian"  # see tasks/kinds/ct/region.py; recorded in the store's attrs
 INTERVAL_DESCRIPTION = (
@@ -47,7 +47,7 @@ def make_plan(recipe: CTRecipe) -> CTPlan:
     """Validate the input (and reference) and size the run, writing nothing."""
     setup = setup_for(recipe, resolve_device("cpu"))  # the network is checked, not used: no GPU needed
     measurement, grid = setup.measurement, setup.grid
-    geometry_for(measurement, grid).validate()
+    validated(measurement, grid, recipe)
     n_slices = int(measurement.sizes["slice"])
     if recipe.reference:
         ref = load_reference(recipe.reference, recipe.reference_variable)

@@ -42,6 +42,30 @@ class Setup:
         return operator_for(self.geometry, self.device)
 
 
+# What the geometry's fields are called where a user sets them (the input's attrs, the recipe).
+GEOMETRY_WORDS = {
+    "CTGeometry.det_spacing": "attribute detector_spacing_mm", "CTGeometry.det_offset": "attribute detector_offset_mm",
+    "CTGeometry.source_origin": "attribute source_origin_mm", "CTGeometry.origin_detector": "attribute origin_detector_mm",
+    "CTGeometry.n_det": "the detector count", "CTGeometry.angles": "coordinate angle",
+    "CTGeometry.image_size": "grid.size", "CTGeometry.pixel_size": "grid.pixel_size_mm",
+    "CTGeometry.kind": "attribute geometry",
+}
+
+
+def geometry_words(message: str) -> str:
+    for internal, public in GEOMETRY_WORDS.items():
+        message = message.replace(internal, public)
+    return message
+
+
+def validated(measurement: xr.Dataset, grid: Grid, recipe: CTRecipe) -> CTGeometry:
+    """The scan's geometry on ``grid``, or an error that names the input file and the setting at fault."""
+    try:
+        return geometry_for(measurement, grid).validate()
+    except ValueError as exc:
+        raise ValueError(f"{recipe.input}: {geometry_words(str(exc))}") from None
+
+
 def setup_for(recipe: CTRecipe, device: torch.device | None = None) -> Setup:
     """The run's pieces; ``device`` defaults to the recipe's (``auto``: a GPU when there is one)."""
     device = resolve_device(recipe.device) if device is None else device
@@ -50,6 +74,5 @@ def setup_for(recipe: CTRecipe, device: torch.device | None = None) -> Setup:
     sampler = build_sampler(recipe.method.name, recipe.method.params, device)
     prior = prior_of(sampler)
     work = working_grid(prior, grid) if prior is not None else grid
-    geometry = geometry_for(measurement, work)
-    geometry.validate()
+    geometry = validated(measurement, work, recipe)
     return Setup(measurement, grid, work, geometry, device, sampler, prior)

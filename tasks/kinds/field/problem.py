@@ -205,7 +205,17 @@ def _reference_on(recipe: FieldRecipe, xs: np.ndarray, ys: np.ndarray, times, co
 
 
 def load_field_problem(recipe: FieldRecipe) -> FieldProblem:
-    """Read and check a field recipe's input (and reference) and decide the output grid."""
+    """Read and check a field recipe's input (and reference) and decide the output grid.
+
+    Checks that run on data already read (the grid, the hull) name the input file in their errors.
+    """
+    try:
+        return _load_field_problem(recipe)
+    except InvalidMeasurement as exc:
+        raise exc.naming(recipe.input) from None
+
+
+def _load_field_problem(recipe: FieldRecipe) -> FieldProblem:
     path = str(recipe.input)
     reader_options = recipe.observations.model_dump() if recipe.observations is not None else {}
     ds = _cached_input(file_key(path), path, json.dumps(reader_options, sort_keys=True), recipe.variable)

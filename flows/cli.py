@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from inversa.data.store import ResultStore
+from inversa.data.store import ResultStore, StoreConflict
 from inversa.data.store_lock import check_unlocked
 from inversa.flows import cli_batch, cli_field_study, cli_serve, cli_server
 from inversa.flows.ephemeral_server import tie_ephemeral_server
@@ -299,7 +299,7 @@ def _run_command(args: argparse.Namespace) -> int:
             raise
         message = one_line(str(exc)) or type(exc).__name__
         print(f"inversa {args.command}: error: {message}", file=sys.stderr)
-        return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
+        return 2 if isinstance(exc, (ValueError, FileNotFoundError, StoreConflict)) else 1
     except BaseException as exc:
         if type(exc).__name__ != "TerminationSignal":  # Prefect's SIGTERM inside a flow run
             raise

@@ -46,7 +46,7 @@ def file_key(path: str) -> tuple:
             files = sorted((q for q in p.rglob("*") if q.is_file()), key=lambda q: q.as_posix())
             return (str(p.resolve()), tuple((q.relative_to(p).as_posix(), *_stat_key(q.stat())) for q in files))
         return (str(p.resolve()), *_stat_key(p.stat()))
-    except OSError:
+    except (OSError, RuntimeError):  # missing, unreadable, a symlink loop: the reader names it
         return (str(p), None, None)
 
 

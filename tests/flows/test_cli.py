@@ -277,3 +277,41 @@ def test_geometry_errors_name_the_file_and_the_attribute(capsys, tmp_path):
     err = _fail(capsys, "check", "ct-fbp", "--input", str(bad))
     assert "fan.nc" in err and "attribute source_origin_mm" in err and "CTGeometry" not in err
     assert "np.float64" not in err
+
+
+def test_disk_full_mid_run_then_freed_resumes_to_the_uninterrupted_store(capsys, prefect_harness, study, tmp_path,
+                                                                         monkeypatch):
+    """The disk fills while a region is being recorded (its arrays written, its manifest entry not):
+    the run fails with one line saying so, the finished regions stay, and once space is freed the
+    same command resumes to the store an uninterrupted run writes."""
+    import errno
+
+    import xarray as xr
+
+    import inversa.data.store as store_module
+
+    argv = ["run", "ct-gaussian", "--input", str(study[0]), "--output", str(tmp_path / "s.zarr"),
+            "--set", "region_size=1", "--set", "samples=4"]
+    real = store_module._write_json_atomic
+    full = {"on": True}
+
+    def write_json(path, obj):
+        if full["on"] and path.name == "1.json" and path.parent.name == "regions":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, obj)
+
+    monkeypatch.setattr(store_module, "_write_json_atomic", write_json)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and err.count("inversa run: error:") == 1
+    assert "Traceback" not in err
+    from inversa.data.store import ResultStore
+
+    assert ResultStore.open(tmp_path / "s.zarr").done_regions() == {0}
+    full["on"] = False  # space freed
+    assert main(argv) == 0
+    assert main([*argv[:5], str(tmp_path / "straight.zarr"), *argv[6:]]) == 0
+    capsys.readouterr()
+    got, want = xr.open_zarr(tmp_path / "s.zarr"), xr.open_zarr(tmp_path / "straight.zarr")
+    for name in ("mean", "std", "lower", "upper"):
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)

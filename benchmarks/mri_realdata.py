@@ -51,7 +51,7 @@ def _run(recipe_name: str, sets: list[str], inp: Path, output: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--pairs", type=int, default=16, help="calibration pairs for the samplers")
+    parser.add_argument("--pairs", type=int, default=16, help="calibration pairs for the samplers (0: no calibrated run)")
     parser.add_argument("--accelerations", type=float, nargs="+", default=[4.0, 8.0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--out", default=None, help="write the std map PNG of the 8-coil brain here (prefix)")
@@ -75,6 +75,8 @@ def main() -> None:
                 if name in SAMPLERS:
                     sets.append(f"samples={args.samples}")
                     rows[name] = _run(name, sets, CHIEW, tmp / f"{name}-{acceleration:g}.zarr")
+                    if not args.pairs:
+                        continue
                     calibrated = _run(name, [*sets, f"calibration.pairs={args.pairs}"], CHIEW,
                                       tmp / f"{name}-{acceleration:g}-cal.zarr")
                     rows[name]["coverage_calibrated"] = calibrated.get("coverage")

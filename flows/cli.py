@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         use_running_server()  # runs show up in `inversa server`'s UI when one is running
     args = _parser().parse_args(argv)
     previous = None
+    if args.command == "demo" and not args.verbose:  # before Prefect is imported: it reads this once
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if args.command in FLOW_COMMANDS:
         tie_ephemeral_server()  # a temporary server ignores the terminal's Ctrl-C and dies with us
         quiet_user_tracebacks()  # Prefect's logs: one line for a user's mistake, a traceback for a bug

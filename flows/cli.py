@@ -236,9 +236,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not args.verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from inversa.flows.demo import run_demo
+    from inversa.flows.demo import run_demo  # quiet unless --verbose: `main` set the log level
 
     with local_run_settings():
         run_demo(Path(args.output))

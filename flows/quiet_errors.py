@@ -16,6 +16,8 @@ from inversa.tasks.core.interrupts import RunInterrupted
 # A user's to fix (input, recipe, disk, permissions, a run's own summary of failed regions or
 # datasets): the message says all there is to say.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, StoreError, RunInterrupted)
+# By name: their modules import Prefect, and the command line imports this module before it may
+# (Prefect reads its settings once, at import; `check` and `show` never import it at all).
 SUMMARY_ERRORS = frozenset({"RegionsFailed", "RegionFailed", "DatasetsFailed"})
 
 

@@ -59,11 +59,12 @@ def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().to("cpu").numpy() for k, v in tensors.items()}
 
 
-def _refuse_other_recipe(last: Path, saved: dict[str, Any], digest: str) -> None:
-    if saved.get("recipe_digest") != digest:
-        raise ValueError(f"{last}: this directory holds a training run of another recipe "
-                         f"(digest {saved.get('recipe_digest')}, this recipe {digest}); "
-                         f"choose another --output or delete it")
+def _other_recipe(last: Path, saved: dict[str, Any], digest: str) -> str | None:
+    """Why ``last`` cannot be resumed by the recipe of ``digest``, or None when it can."""
+    if saved.get("recipe_digest") == digest:
+        return None
+    return (f"{last}: this directory holds a training run of another recipe "
+            f"(digest {saved.get('recipe_digest')}, this recipe {digest})")
 
 
 OURS = tuple(f"{name}{suffix}" for name in (LAST, PRIOR) for suffix in (".safetensors", ".json"))
@@ -96,11 +97,8 @@ def check_run_directory(recipe: PriorRecipe, output, overwrite: bool = False) ->
         except CheckpointError as exc:
             problem = f"{exc}"
         else:
-            digest = training_digest(recipe)
-            if saved.get("recipe_digest") != digest:
-                problem = (f"{last}: this directory holds a training run of another recipe "
-                           f"(digest {saved.get('recipe_digest')}, this recipe {digest})")
-            elif not overwrite:
+            problem = _other_recipe(last, saved, training_digest(recipe))
+            if problem is None and not overwrite:
                 return int(saved.get("completed_steps", 0))
     else:
         shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
@@ -137,7 +135,9 @@ class TrainingRun:
             self._resume(last)
 
     def _resume(self, last: Path) -> None:
-        _refuse_other_recipe(last, read_config(last), self.config["recipe_digest"])
+        problem = _other_recipe(last, read_config(last), self.config["recipe_digest"])
+        if problem:
+            raise ValueError(f"{problem}; choose another --output, or pass --overwrite to replace it")
         tensors, saved = load_checkpoint(last)
         self.trainer.load_state_tensors({k: torch.from_numpy(v).to(self.device) for k, v in tensors.items()},
                                         saved["completed_steps"])

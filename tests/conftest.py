@@ -14,6 +14,12 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["INVERSA_HOME"] = tempfile.mkdtemp(prefix="inversa-test-home-")
 os.environ.pop("PREFECT_API_URL", None)
 
+# Prefect builds its terminal log handler at import, bound to the sys.stderr of that moment. Import
+# it here, under pytest's session-long capture, not inside the first test that happens to start a
+# flow: that test's capsys stream is closed when it ends, and every later log line would then fail
+# to write (and Prefect's print redirection turns the failure report into a recursion).
+import prefect.main  # noqa: E402,F401  (prefect.main is what sets up logging)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from inversa.data.readers.hdf5_access import hdf5_file
 from inversa.data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
 from inversa.data.readers.center_of_rotation import center_of_mass_fit
 from inversa.data.readers.sniff import require_exists
@@ -62,14 +63,9 @@ def read_dxchange(path, center_of_rotation: float | None = None, detector_spacin
     automatic centre-of-mass estimate. ``detector_spacing_mm`` is not stored in Data Exchange
     files; the default 1.0 mm makes the sinogram and grids read in pixel units.
     """
-    import h5py
 
     path = require_exists(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise CorruptFile(path, "(HDF5 file)", "a complete, readable HDF5 file", str(err)) from None
-    with f:
+    with hdf5_file(path, on_error=lambda err: CorruptFile(path, "(HDF5 file)", "a complete, readable HDF5 file", str(err))) as f:
         data, _ = _read(f, path, DATA)
         white, _ = _read(f, path, WHITE)
         dark, _ = _read(f, path, DARK, required=False)

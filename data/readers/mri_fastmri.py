@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inversa.data.readers.hdf5_access import hdf5_file
 from inversa.data.errors import CorruptFile, InvalidMeasurement, MissingGeometry, ShapeMismatch
 from inversa.data.mri import KSPACE, MASK, SENSITIVITY, build_mri, nonzero_mask
 from inversa.data.readers.ismrmrd_header import Encoding, make_header, parse_header
@@ -35,12 +36,7 @@ _SKIP_ATTRS = ("matrix", "field_of_view_mm", "readout_oversampling", "accelerati
 
 
 def _open(path):
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise CorruptFile(path, "(HDF5 file)", "a readable HDF5 file", f"{err}") from None
+    return hdf5_file(path, on_error=lambda err: CorruptFile(path, "(HDF5 file)", "a readable HDF5 file", f"{err}"))
 
 
 def read_header_text(f, path) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inversa.data.readers.hdf5_access import hdf5_locked
 from inversa.data.errors import CorruptFile, InvalidMeasurement, ShapeMismatch
 from inversa.data.mri import KSPACE, MASK, build_mri
 from inversa.data.readers.ismrmrd_header import make_header, parse_header
@@ -68,6 +69,11 @@ def read_ismrmrd(path, dataset: str | None = None, remove_oversampling: bool = T
     import ismrmrd
 
     path = require_exists(path)
+    with hdf5_locked():  # the ismrmrd package reads through h5py
+        return _read_locked(path, dataset, remove_oversampling, ismrmrd)
+
+
+def _read_locked(path, dataset, remove_oversampling: bool, ismrmrd):
     dataset, dset = _open(path, dataset)
     try:
         encoding = parse_header(dset.read_xml_header(), path, f"{dataset}/xml")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from inversa.data.readers.hdf5_access import hdf5_file
 from inversa.data.errors import CorruptFile, InvalidMeasurement
 from inversa.data.mri import build_mri
 from inversa.data.readers.mri_common import parse_axes, to_schema_order
@@ -76,14 +77,9 @@ def read_matlab(path, variable: str | None = None, axes=None, mask=None, **attrs
     nonzero pattern. ``attrs``: schema attrs the file does not carry (``field_of_view_mm``,
     ``noise_sigma``, ``units``).
     """
-    import h5py
 
     path = require_exists(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise CorruptFile(path, "(HDF5 file)", "a readable MATLAB v7.3 (HDF5) file", f"{err}") from None
-    with f:
+    with hdf5_file(path, on_error=lambda err: CorruptFile(path, "(HDF5 file)", "a readable MATLAB v7.3 (HDF5) file", f"{err}")) as f:
         candidates = complex_variables(f)
         if variable is None:
             if len(candidates) != 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from inversa.data.readers.hdf5_access import hdf5_file
 from inversa.data.errors import InvalidMeasurement, ShapeMismatch
 from inversa.data.mri import IMAGE_DIMS
 from inversa.data.readers.mri_fastmri import HEADER, fastmri_layout, read_header_text
@@ -31,7 +32,7 @@ def _from_hdf5(path, variable: str | None):
     """(values, name, transposed) from fastMRI-style HDF5, or None when the file is NetCDF-4."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with hdf5_file(path) as f:
         datasets = {k: v for k, v in f.items() if isinstance(v, h5py.Dataset)}
         fastmri = "kspace" in datasets or "reconstruction_rss" in datasets or "reconstruction_esc" in datasets
         if not fastmri:

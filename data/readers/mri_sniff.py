@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inversa.data.readers.hdf5_access import hdf5_file
 from inversa.data.errors import CorruptFile, MissingFile
 from inversa.data.readers.sniff import NUMPY_MAGIC, ZIP_MAGIC, hdf5_signature_offset
 
@@ -48,7 +49,7 @@ def _hdf5_format(path: Path, matlab: bool) -> str | None:
     from inversa.data.readers.mri_matlab import complex_variables
 
     try:
-        with h5py.File(path, "r") as f:
+        with hdf5_file(path) as f:
             if matlab:
                 return "matlab" if complex_variables(f) else None
             if "kspace" in f and isinstance(f["kspace"], h5py.Dataset):

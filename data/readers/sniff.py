@@ -11,6 +11,7 @@ import errno
 import os
 from pathlib import Path
 
+from inversa.data.readers.hdf5_access import hdf5_file
 from inversa.data.errors import CorruptFile, MissingFile, UnknownFormat
 
 FORMATS = ("htc2022", "dxchange", "numpy", "netcdf", "zarr")
@@ -58,7 +59,7 @@ def _hdf5_has_exchange(path: Path) -> bool:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with hdf5_file(path) as f:
             if "kspace" in f or any("xml" in g and "data" in g for g in f.values() if isinstance(g, h5py.Group)):
                 # MRI raw data (fastMRI k-space, ISMRMRD): say so rather than fail inside the NetCDF reader.
                 raise UnknownFormat(path, "(file)", "a CT measurement (Data Exchange or NetCDF-4 HDF5)",

@@ -283,12 +283,13 @@ def interval_z(level: float) -> float:
     return float(norm.ppf((1.0 + level) / 2.0))
 
 
-def gaussian_interval(mean, std, level: float, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """``mean -+ z * scale * std`` as float32 (``scale``: a calibration factor, 1 without one).
+def gaussian_interval(mean, std, level: float, scale=1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``mean -+ z * scale * std`` as float32 (``scale``: a calibration factor, 1 without one, or
+    one per pixel from a spatially adaptive calibration, ``models.conformal.scale_map``).
 
     Every stored interval of every problem kind is made here, so one rule holds throughout:
     exact for Gaussian posteriors, and made honest for the others by the calibration scale.
     """
-    half = (interval_z(level) * float(scale)) * np.asarray(std)
+    half = (interval_z(level) * np.asarray(scale, dtype=np.float64)) * np.asarray(std)
     mean = np.asarray(mean)
     return (mean - half).astype(np.float32), (mean + half).astype(np.float32)

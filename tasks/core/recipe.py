@@ -121,36 +121,100 @@ class RecipeBase(StrictModel):
         return type(self).model_validate({**self.model_dump(), **changes})
 
 
-class CalibrationSpec(StrictModel):
-    """Conformal calibration of the credible interval on simulated held-out pairs."""
+CALIBRATION_OFF = ("off", "none", "no", "false")  # --set calibration=off (YAML reads off/no as false)
 
-    pairs: int = Field(default=32, ge=1, le=100000)
+
+def calibration_setting(value: Any, stochastic: bool) -> Any:
+    """A recipe's raw ``calibration`` value as the model takes it: absent means on for a method
+    with uncertainty (honest intervals are the default) and off for a point estimate; ``off``,
+    ``false`` or ``null`` switch it off; ``on``/``true`` ask for the defaults."""
+    if value is _ABSENT:
+        return {} if stochastic else None
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in CALIBRATION_OFF):
+        return None
+    if value is True or (isinstance(value, str) and value.strip().lower() in ("on", "yes", "true")):
+        return {}
+    return value
+
+
+_ABSENT = object()
+
+
+class CalibrationSpec(StrictModel):
+    """Conformal calibration of the credible interval on held-out pairs (simulated, or withheld
+    observations for fields): on by default for every method with uncertainty.
+
+    ``pairs``: calibration images (None: the kind's default); ``samples``: posterior draws per
+    pair (None: the kind's default, a quarter of the run's; the factor is carried over to the
+    run's own sample count, ``models.conformal.sample_std_factor``); ``bands``: std bands with a
+    factor each (spatially adaptive intervals; 1 for one global factor).
+    """
+
+    pairs: int | None = Field(default=None, ge=1, le=100000)
+    samples: int | None = Field(default=None, ge=2, le=10000)
+    bands: int = Field(default=4, ge=1, le=32)
     seed: int = 7
     alpha: float | None = Field(default=None, gt=0, lt=1)
 
 
 class PosteriorRecipe(RecipeBase):
     """A recipe whose method is a sampler of ``models.samplers``: posterior samples per slice (or a
-    point estimate), optionally kept, and intervals optionally calibrated on simulated pairs."""
+    point estimate), optionally kept, and intervals calibrated on simulated pairs unless switched off."""
+
+    DEFAULT_CALIBRATION_PAIRS: ClassVar[int] = 4
+    CALIBRATION_TILES: ClassVar[int] = 4  # each pair split into tiles x tiles conformal units
 
     samples: int = Field(default=16, ge=1, le=10000)
     store_samples: bool = False
     calibration: CalibrationSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibration_by_default(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        method = data.get("method")
+        name = method.get("name") if isinstance(method, Mapping) else getattr(method, "name", None)
+        try:
+            several = int(data.get("samples", cls.model_fields["samples"].default)) >= 2
+        except (TypeError, ValueError):
+            several = True  # the samples field reports its own error
+        stochastic = name in REGISTRY and not REGISTRY[name].deterministic and several
+        setting = calibration_setting(data.get("calibration", _ABSENT), stochastic)
+        return {**data, "calibration": setting}
 
     @model_validator(mode="after")
     def _calibration_needs_uncertainty(self) -> Self:
         if self.calibration is not None:
             if self.point_estimate:
                 raise ValueError(
-                    f"calibration: method {self.method.name!r} gives a point estimate; there is no interval to calibrate"
+                    f"calibration: method {self.method.name!r} gives a point estimate; there is no interval to "
+                    "calibrate (leave calibration out, or set it off)"
                 )
             alpha = self.calibration_alpha
-            if 1.0 / (self.calibration.pairs + 1) > alpha:
+            units = self.calibration_pairs * self.CALIBRATION_TILES ** 2
+            if 1.0 / (units + 1) > alpha:
                 raise ValueError(
-                    f"calibration.pairs: {self.calibration.pairs} pairs cannot certify alpha={alpha:g}; "
-                    f"need at least {int(-(-1 // alpha)) - 1}"
+                    f"calibration.pairs: {self.calibration_pairs} pairs ({units} conformal units) cannot certify "
+                    f"alpha={alpha:g}; need at least {int(-(-1 // alpha)) - 1} units"
                 )
+            if self.calibration.samples is not None and self.calibration.samples > self.samples:
+                raise ValueError(f"calibration.samples: {self.calibration.samples} is more than the run's "
+                                 f"samples ({self.samples})")
         return self
+
+    @property
+    def calibration_pairs(self) -> int:
+        pairs = self.calibration.pairs if self.calibration is not None else None
+        return int(pairs or self.DEFAULT_CALIBRATION_PAIRS)
+
+    @property
+    def calibration_samples(self) -> int:
+        """Posterior draws per calibration pair: as asked, else a quarter of the run's (at least 4)."""
+        asked = self.calibration.samples if self.calibration is not None else None
+        if asked is not None:
+            return int(asked)
+        return int(min(self.samples, max(4, self.samples // 4)))
 
     @property
     def calibration_alpha(self) -> float:

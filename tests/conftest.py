@@ -12,6 +12,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # Tests, and the `inversa` subprocesses they start, never talk to a user's own `inversa server`.
 os.environ["INVERSA_HOME"] = tempfile.mkdtemp(prefix="inversa-test-home-")
+# Calibration pairs are cached on disk: the session gets its own cache, never a user's.
+os.environ["INVERSA_CACHE_DIR"] = tempfile.mkdtemp(prefix="inversa-test-cache-")
 os.environ.pop("PREFECT_API_URL", None)
 
 # Prefect builds its terminal log handler at import, bound to the sys.stderr of that moment. Import

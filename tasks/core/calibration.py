@@ -3,10 +3,11 @@
 A posterior's spread is only as honest as its prior and its sampler's approximations, so a
 nominal 90 % interval may cover far less. A kind that calibrates simulates held-out pairs of its
 own kind in the run's own setting (geometry, mask, noise level), reconstructs them with the very
-sampler and sample count of the run, and hands the means, intervals and truths to
-``conformal_record``: the factor on the interval half-widths that brings the expected fraction of
-uncovered pixels down to ``alpha`` (``models.uq.conformal_interval_scale``). The record goes to
-``<store>/_inversa/calibration.json``; every region scales its interval by it.
+sampler of the run (with fewer draws per pair: the factor is carried over to the run's sample
+count), and hands the means, stds and truths to ``calibration_record``. Each pair is cut into
+tiles, the conformal units; the factor on the half-widths depends on the local std (one per
+std band, ``models.conformal``), so the std can point at the errors. The record goes to
+``<store>/_inversa/calibration.json``; every region scales its interval by ``scale_map``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from inversa.data.store import ResultStore
-from inversa.models.uq import conformal_interval_scale, coverage, gaussian_interval, interval_scores, scale_interval
+from inversa.models.conformal import calibrate_gaussian, sample_std_factor, scale_map
 from inversa.tasks.core.recipe import PosteriorRecipe
 
 CALIBRATION_FILE = "calibration.json"
@@ -36,44 +37,55 @@ def reusable_record(store: ResultStore, recipe: PosteriorRecipe) -> dict[str, An
     """The record a previous attempt stored for this recipe, None when the study must run, and an
     error when the recipe has nothing to calibrate."""
     if recipe.calibration is None:
-        raise ValueError(f"recipe {recipe.name!r}: no calibration block; nothing to calibrate")
+        raise ValueError(f"recipe {recipe.name!r}: calibration is off; nothing to calibrate")
     return existing_record(store)
 
 
 PairPosterior = Callable[[int, int], tuple[np.ndarray, np.ndarray, int]]
 
 
-def pair_intervals(n_pairs: int, per_call: int, posterior: PairPosterior,
-                   credible_level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Means and unscaled intervals of all pairs, ``per_call`` pairs at a time (memory grows with
-    pairs times samples); ``posterior(first, stop)`` gives the mean, std and NFE of those pairs."""
-    means, lowers, uppers, nfe = [], [], [], 0
+def pair_posteriors(n_pairs: int, per_call: int, posterior: PairPosterior) -> dict[str, Any]:
+    """Means and stds of all pairs, ``per_call`` pairs at a time (memory grows with pairs times
+    samples); ``posterior(first, stop)`` gives the mean, std and NFE of those pairs."""
+    means, stds, nfe = [], [], 0
     for first in range(0, n_pairs, per_call):
         stop = min(first + per_call, n_pairs)
         mean, std, calls = posterior(first, stop)
-        lower, upper = gaussian_interval(mean, std, credible_level, 1.0)
-        means.append(mean)
-        lowers.append(lower)
-        uppers.append(upper)
+        means.append(np.asarray(mean, dtype=np.float32))
+        stds.append(np.asarray(std, dtype=np.float32))
         nfe += int(calls)
-    return np.concatenate(means), np.concatenate(lowers), np.concatenate(uppers), nfe
+    return {"mean": np.concatenate(means), "std": np.concatenate(stds), "nfe": np.int64(nfe)}
 
 
-def conformal_record(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, truth: np.ndarray,
-                     recipe: PosteriorRecipe, **facts: Any) -> dict[str, Any]:
-    """The scale that calibrates the intervals on these pairs, coverage before and after, and ``facts``."""
-    alpha = recipe.calibration_alpha
-    scale = conformal_interval_scale(interval_scores(mean, lower, upper, truth), alpha=alpha)
-    scaled_lower, scaled_upper = scale_interval(mean, lower, upper, scale)
+def tiles(images: np.ndarray, per_side: int) -> list[np.ndarray]:
+    """Each image cut into ``per_side`` x ``per_side`` tiles along its last two axes (the units
+    the conformal guarantee is stated over: more units per simulated pair, fewer pairs)."""
+    out = []
+    for image in np.asarray(images):
+        for rows in np.array_split(image, per_side, axis=-2):
+            out.extend(np.array_split(rows, per_side, axis=-1))
+    return out
+
+
+def calibration_record(mean: np.ndarray, std: np.ndarray, truth: np.ndarray, recipe: PosteriorRecipe,
+                       **facts: Any) -> dict[str, Any]:
+    """The std-banded factors that calibrate these pairs' intervals, coverage before and after
+    (overall, per band, along 50-95 %), and ``facts``."""
+    per_side = recipe.CALIBRATION_TILES
+    factor = sample_std_factor(recipe.calibration_samples, recipe.samples, recipe.credible_level)
+    numbers = calibrate_gaussian(tiles(mean, per_side), tiles(std, per_side), tiles(truth, per_side),
+                                 recipe.credible_level, recipe.calibration_alpha, recipe.calibration.bands,
+                                 factor=factor)
     return {
-        "scale": float(scale),
-        "alpha": alpha,
+        **numbers,
+        "alpha": recipe.calibration_alpha,
         "credible_level": recipe.credible_level,
-        "pairs": recipe.calibration.pairs,
+        "pairs": recipe.calibration_pairs,
+        "tiles_per_pair": per_side * per_side,
         "seed": recipe.calibration.seed,
-        "samples": recipe.samples,
-        "coverage_before": float(coverage(lower, upper, truth)),
-        "coverage_after": float(coverage(scaled_lower, scaled_upper, truth)),
+        "samples": recipe.calibration_samples,
+        "run_samples": recipe.samples,
+        "sample_count_factor": factor,
         **facts,
     }
 
@@ -85,17 +97,18 @@ def save_record(store: ResultStore, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def interval_scale(store: ResultStore, recipe: PosteriorRecipe) -> float:
-    """The calibration's interval factor (1 without calibration)."""
-    if recipe.calibration is None:
-        return 1.0
+def interval_scales(store: ResultStore, recipe: PosteriorRecipe, std: np.ndarray | None
+                    ) -> tuple[np.ndarray | float, float]:
+    """Each pixel's interval factor and the run's global one (1 and 1 without calibration)."""
+    if recipe.calibration is None or std is None:
+        return 1.0, 1.0
     record = store.read_meta_json(CALIBRATION_FILE)
     if record is None or "scale" not in record:
         raise ValueError(
             f"{store.path}: the recipe asks for calibration but {CALIBRATION_FILE} is missing from the store; "
             "the calibrate task must run before the regions"
         )
-    return float(record["scale"])
+    return scale_map(record, std), float(record["scale"])
 
 
 def calibration_summary(store: ResultStore) -> dict[str, Any]:
@@ -103,9 +116,14 @@ def calibration_summary(store: ResultStore) -> dict[str, Any]:
     record = store.read_meta_json(CALIBRATION_FILE)
     if record is None:
         return {}
-    return {
+    summary = {
         "interval_scale": record["scale"],
-        "calibration_pairs": record["pairs"],
+        "calibration_pairs": record.get("pairs"),
         "calibration_coverage_before": record["coverage_before"],
         "calibration_coverage_after": record["coverage_after"],
     }
+    if record.get("cached") is not None:
+        summary["calibration_cached"] = bool(record["cached"])
+    if record.get("bands"):
+        summary["interval_band_scales"] = [round(float(b["scale"]), 4) for b in record["bands"]]
+    return summary

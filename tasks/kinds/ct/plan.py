@@ -88,7 +88,8 @@ def make_plan(recipe: CTRecipe) -> CTPlan:
         working_image_size=setup.work.size,
         working_pixel_size_mm=setup.work.pixel_size_mm,
         prior=prior_record(recipe.method.params[PRIOR_PARAM]) if setup.prior is not None else None,
-        calibration=recipe.calibration.model_dump() if recipe.calibration is not None else None,
+        calibration=({**recipe.calibration.model_dump(), "pairs": recipe.calibration_pairs,
+                      "samples": recipe.calibration_samples} if recipe.calibration is not None else None),
     )
 
 
@@ -137,7 +138,8 @@ def describe(recipe: CTRecipe, plan: CTPlan) -> list[str]:
         f"x {plan.n_det} detectors, {plan.geometry} beam",
         f"grid       {plan.image_size} x {plan.image_size} at {plan.pixel_size_mm:.4g} mm",
         f"method     {plan.method} {plan.method_params}, {plan.samples} sample(s)"
-        + (f", calibrated on {plan.calibration['pairs']} simulated pairs" if plan.calibration else ""),
+        + ((f", calibrated on {plan.calibration['pairs']} simulated pairs of {plan.calibration['samples']} draws "
+           "(kept on disk for reuse)") if plan.calibration else (", calibration off" if plan.samples > 1 else "")),
         f"regions    {len(plan.regions)} of up to {recipe.region_size} slice(s)",
     ]
 

@@ -5,8 +5,8 @@ store before the manifest records the region as done. Samples stream through Wel
 (models/streaming.py) and, if the recipe keeps them, into the store as they are drawn.
 
 The credible interval is Gaussian, ``mean +- z * scale * std`` (``z`` the standard normal
-quantile of the credible level, ``scale`` the conformal calibration factor, 1 without
-calibration): exact for the Gaussian posterior, and for diffusion posteriors the calibration
+quantile of the credible level, ``scale`` the conformal calibration factor of the
+pixel's std band, 1 without calibration): exact for the Gaussian posterior, and for diffusion posteriors the calibration
 step is what makes its coverage honest. Stores say so in their ``interval_kind`` attr.
 """
 
@@ -22,7 +22,7 @@ from inversa.data.store import ResultStore
 from inversa.models.streaming import stream_posterior
 from inversa.models.uq import coverage, gaussian_interval, mcc_otsu, otsu_threshold, psnr, ssim
 from inversa.tasks.core.kind import RegionProgress
-from inversa.tasks.core.calibration import interval_scale
+from inversa.tasks.core.calibration import interval_scales
 from inversa.tasks.kinds.ct.measurement import noise_levels, reference_block
 from inversa.tasks.kinds.ct.recipe import CTRecipe
 from inversa.tasks.kinds.ct.setup import setup_for
@@ -56,8 +56,6 @@ def reconstruct_region(store: ResultStore, index: int, recipe: CTRecipe,
     start, stop = store.regions[index]
     setup = setup_for(recipe)
     resampler, device = setup.resampler, setup.device
-    scale = interval_scale(store, recipe)
-
     sino = torch.as_tensor(
         np.asarray(setup.measurement.sinogram.isel(slice=slice(start, stop)).values, dtype=np.float32), device=device
     )
@@ -76,7 +74,8 @@ def reconstruct_region(store: ResultStore, index: int, recipe: CTRecipe,
         std = lower = upper = None
     else:
         std = resampler.extend_std(post.std)
-        lower, upper = gaussian_interval(mean, std, recipe.credible_level, scale)
+        scales, scale = interval_scales(store, recipe, std)
+        lower, upper = gaussian_interval(mean, std, recipe.credible_level, scales)
 
     reference = reference_block(recipe, start, stop, mean.shape[-2:])
     metrics = None

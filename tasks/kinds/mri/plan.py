@@ -66,7 +66,8 @@ def make_plan(recipe: MRIRecipe) -> MRIPlan:
         sensitivities=maps_source(recipe, ds),
         field_of_view_mm=ds.attrs.get("field_of_view_mm"),
         prior=prior_record(recipe.method.params[PRIOR_PARAM]) if prior is not None else None,
-        calibration=recipe.calibration.model_dump() if recipe.calibration is not None else None,
+        calibration=({**recipe.calibration.model_dump(), "pairs": recipe.calibration_pairs,
+                      "samples": recipe.calibration_samples} if recipe.calibration is not None else None),
         reference=reference is not None,
     )
 
@@ -114,7 +115,8 @@ def describe(recipe: MRIRecipe, plan: MRIPlan) -> list[str]:
         f"acceleration {plan.acceleration:.3g}",
         f"coils      sensitivities from {plan.sensitivities}",
         f"method     {plan.method} {plan.method_params}, {plan.samples} sample(s)"
-        + (f", calibrated on {plan.calibration['pairs']} simulated pairs" if plan.calibration else ""),
+        + ((f", calibrated on {plan.calibration['pairs']} simulated pairs of {plan.calibration['samples']} draws "
+           "(kept on disk for reuse)") if plan.calibration else (", calibration off" if plan.samples > 1 else "")),
         f"reference  {'yes: PSNR, SSIM, NRMSE, coverage' if plan.reference else 'none (data residual only)'}",
         f"regions    {len(plan.regions)} of up to {recipe.region_size} slice(s)",
     ]

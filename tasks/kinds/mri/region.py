@@ -18,7 +18,7 @@ from inversa.data.store import ResultStore
 from inversa.models.uq import coverage, gaussian_interval, psnr, ssim
 from inversa.tasks.core.devices import resolve_device
 from inversa.tasks.core.kind import RegionProgress
-from inversa.tasks.core.calibration import interval_scale
+from inversa.tasks.core.calibration import interval_scales
 from inversa.tasks.kinds.mri.measurement import load_reference, region_batch
 from inversa.tasks.kinds.mri.methods import MRI_METHODS
 from inversa.tasks.kinds.mri.posterior import data_residual, draw
@@ -52,7 +52,6 @@ def reconstruct_region(store: ResultStore, index: int, recipe: MRIRecipe,
     device = resolve_device(recipe.device)
     batch = region_batch(recipe, start, stop, device)
     sampler = MRI_METHODS.build(recipe.method.name, recipe.method.params, device)
-    scale = interval_scale(store, recipe)
 
     def write_chunk(first: int, block: np.ndarray) -> None:
         store.write_samples(index, first, block)
@@ -63,7 +62,8 @@ def reconstruct_region(store: ResultStore, index: int, recipe: MRIRecipe,
         std = lower = upper = None
     else:
         std = post.std
-        lower, upper = gaussian_interval(post.mean, std, recipe.credible_level, scale)
+        scales, scale = interval_scales(store, recipe, std)
+        lower, upper = gaussian_interval(post.mean, std, recipe.credible_level, scales)
 
     metrics = {"data_residual": data_residual(batch, post.complex_mean)}
     reference = None

@@ -68,7 +68,7 @@ def test_dds_run_writes_uncertainty_on_the_output_grid(study, prior_path, tmp_pa
     # Calibrated by default: the interval is mean +- z * factor * std, the factor of each pixel's
     # std band from the calibration record the store keeps (pairs on the output grid too).
     record = ResultStore.open(result["store"]).read_meta_json("calibration.json")
-    assert record["pairs"] == 4 and record["samples"] == 4 and len(record["bands"]) >= 2
+    assert record["pairs"] == 3 and record["samples"] == 4 and len(record["bands"]) >= 2
     half = interval_z(0.9) * scale_map(record, ds["std"].values) * ds["std"].values
     np.testing.assert_allclose(ds["upper"].values - ds["mean"].values, half, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(ds["mean"].values - ds["lower"].values, half, rtol=1e-4, atol=1e-7)

@@ -38,6 +38,10 @@ class CTRecipe(PosteriorRecipe):
         name: "only for kind: field recipes" for name in ("observations", "holdout", "variable")
     }
 
+    # Three simulated pairs of a quarter of the run's draws (48 tiles as conformal units): for a
+    # batch of eight one-slice datasets sharing a scanner, under a fifth of their posterior time.
+    DEFAULT_CALIBRATION_PAIRS: ClassVar[int] = 3
+
     kind: Literal["ct"] = "ct"
     format: str | None = None
     reader_options: dict[str, Any] = Field(default_factory=dict)

@@ -26,6 +26,7 @@ from inversa.flows.server import use_running_server
 from inversa.flows.terminal import region_bar, training_bar
 from inversa.flows.task_runners import LocalCallback, add_runner_arguments, make_task_runner, runner_from
 from inversa.tasks.core.devices import resolve_device
+from inversa.tasks.core.calibration_plot import calibration_record, save_calibration_png
 from inversa.tasks.core.previews import write_preview_png
 from inversa.tasks.core.prior_recipe import load_prior_recipe
 from inversa.tasks.core.recipe import load_recipe
@@ -113,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     show = add("show", "Summarise a result store: variables, metrics, provenance.")
     show.add_argument("store")
     show.add_argument("--json", action="store_true", help="print one JSON document")
-    show.add_argument("--png", metavar="FILE", help="write a preview (mean | std) of a slice as PNG")
+    show.add_argument("--png", metavar="FILE", help="write a preview of a slice as PNG (mean, std; with a reference the error and "
+                           "where it falls outside the interval); a calibrated run's calibration plot "
+                           "goes beside it as <stem>-calibration.png")
     show.add_argument("--slice", type=int, default=0, help="slice (or a field's time step) for --png (default 0)")
 
     cli_server.add_arguments(add("server", "Start, stop or check the local Prefect server (API and UI) in the background."))
@@ -210,6 +213,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.png:
         preview = kind_of_provenance(store.provenance).preview(store, args.slice)
         doc["png"] = str(write_preview_png(preview, args.png).resolve())
+        record = calibration_record(store)
+        if record is not None:
+            png = Path(args.png)
+            doc["calibration_png"] = str(save_calibration_png(record, png.with_name(f"{png.stem}-calibration.png")).resolve())
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
         return 1 if damaged else 0
@@ -232,6 +239,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  {key:<14} {value}")
     if "png" in doc:
         print(f"preview      {doc['png']}")
+    if "calibration_png" in doc:
+        print(f"calibration  {doc['calibration_png']}")
     return 1 if damaged else 0
 
 

@@ -25,6 +25,7 @@ from prefect.artifacts import (
 )
 
 from inversa.data.store import ResultStore
+from inversa.tasks.core.calibration_plot import calibration_markdown, calibration_record
 from inversa.tasks.core.previews import preview_markdown
 from inversa.tasks.kinds import kind_of_provenance
 
@@ -42,7 +43,8 @@ def _fmt(value: Any) -> str:
 
 
 def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key: str) -> None:
-    """Table, markdown summary with preview, and a link to the store, as Prefect artifacts.
+    """Table, markdown summary with preview (and the calibration plot of a calibrated run), and a
+    link to the store, as Prefect artifacts.
 
     The three API calls go out concurrently (each a round trip to the server); every thread
     runs in a copy of the caller's context so the artifacts attach to this task and flow run.
@@ -64,6 +66,9 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
         "",
         preview_markdown(preview, "Preview"),
     ]
+    record = calibration_record(store)
+    if record is not None:
+        lines += ["", calibration_markdown(record, "Calibration")]
     calls = [
         partial(create_table_artifact, table=table, key=artifact_key(key, "metrics"), description=f"Metrics of {title}"),
         partial(create_markdown_artifact, markdown="\n".join(lines), key=artifact_key(key, "summary"), description=title),

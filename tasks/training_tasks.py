@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from inversa.data.checkpoints import checkpoint_paths, read_config
-from inversa.data.png import data_uri
+from inversa.data.figures import data_uri, image_png
 from inversa.tasks.core.prior_recipe import PriorRecipe
 from inversa.tasks.core.training import LAST, PRIOR, TrainingRun, preview_strip, training_digest
 from inversa.tasks.pipeline import retry_on_transient
@@ -88,7 +88,7 @@ def preview_markdown(run: TrainingRun, title: str) -> str:
     return (f"### {title}: step {run.completed} of {run.total}\n\n"
             f"{PREVIEW_SAMPLES} unconditional samples (EMA weights, same seed at every checkpoint), "
             f"grey scale fixed to the training range; last chunk's loss {loss}.\n\n"
-            f"![samples at step {run.completed}]({data_uri((strip * 255 + 0.5).astype('uint8'))})\n")
+            f"![samples at step {run.completed}]({data_uri(image_png(strip, 'gray', 0.0, 1.0))})\n")
 
 
 def summary(run: TrainingRun) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def tree_copy(tmp_path):
 
 @pytest.mark.parametrize("file, line, rule", [
     ("models/uq.py", "from inversa.data.store import ResultStore", "layering: inversa.models"),
-    ("data/png.py", "import prefect", "layering: inversa.data"),
+    ("data/figures.py", "import prefect", "layering: inversa.data"),
     ("tasks/core/kind.py", "from prefect import task", "layering: inversa.tasks.core"),
     ("tasks/kinds/ct/region.py", "from inversa.flows.cli import main", "layering: inversa.tasks"),
     ("flows/batch.py", "from inversa.tasks.kinds.ct.methods import build_sampler", "only through the registry"),

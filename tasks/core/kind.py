@@ -68,18 +68,43 @@ class StoreTemplate:
 
 @dataclass(frozen=True)
 class Panel:
-    """One image of a preview, oriented as it should be drawn (row 0 at the top)."""
+    """One image of a preview, oriented as it should be drawn (row 0 at the top).
+
+    The rest are drawing hints, so the generic drawing code (tasks/core/previews.py) never needs
+    to know which kind made the panel: ``units`` labels the colour bar and the title, ``cmap`` is
+    a matplotlib colormap name, ``vmin``/``vmax`` fix the colour limits (None: robust limits of
+    the image itself), and ``ticks``/``tick_labels`` name the colour bar's values where they are
+    categories (inside / outside the interval) rather than quantities.
+    """
 
     image: np.ndarray
     label: str
+    units: str = ""
+    cmap: str = "gray"
+    vmin: float | None = None
+    vmax: float | None = None
+    ticks: tuple[float, ...] | None = None
+    tick_labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Preview:
-    """What ``inversa show --png`` and the UI draw of a store: panels side by side and a caption."""
+    """What ``inversa show --png`` and the UI draw of a store: panels side by side and a caption.
+
+    ``title`` heads every panel (the slice or time step and the method); ``extent`` is
+    ``(left, right, bottom, top)`` of the drawn image in axis coordinates (cell edges, for a
+    field on a physical grid; None draws bare pixels without axes), ``xlabel``/``ylabel`` name
+    those axes with their units, and ``aspect`` is matplotlib's (``"equal"``: a unit is as long
+    on both axes; a number: the height of a y unit over an x unit, as for degrees of latitude).
+    """
 
     panels: list[Panel]
     caption: str
+    title: str = ""
+    extent: tuple[float, float, float, float] | None = None
+    xlabel: str = ""
+    ylabel: str = ""
+    aspect: str | float = "equal"
 
 
 @dataclass(frozen=True)

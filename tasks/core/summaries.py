@@ -14,7 +14,8 @@ import numpy as np
 
 from inversa.data.store import ResultStore
 from inversa.tasks.core.calibration import calibration_summary
-from inversa.tasks.core.kind import Panel, Preview
+from inversa.tasks.core.kind import Preview
+from inversa.tasks.core.panels import store_preview
 
 
 def slice_summary(store: ResultStore) -> dict[str, Any]:
@@ -39,18 +40,7 @@ def slice_summary(store: ResultStore) -> dict[str, Any]:
 
 
 def slice_preview(store: ResultStore, index: int = 0, what: str = "") -> Preview:
-    """Slice ``index``: mean, std (where the method has one) and |mean - reference| (where there is
-    one); ``what`` names the image in the caption (", magnitude")."""
-    n = store.layout.n_slices
-    if not 0 <= index < n:
-        raise ValueError(f"{store.path}: slice {index}: expected 0..{n - 1}")
-    ds = store.to_xarray().isel(slice=index)
-    mean = np.asarray(ds["mean"].values)
-    panels = [Panel(mean, "mean")]
-    std = np.asarray(ds["std"].values)
-    if np.isfinite(std).any():
-        panels.append(Panel(std, "std"))
-    if "reference" in ds:
-        panels.append(Panel(np.abs(mean - np.asarray(ds["reference"].values)), "|mean - reference|"))
-    label = str(ds["slice"].values) if "slice" in ds.coords else str(index)
-    return Preview(panels, f"Slice {label}{what}")
+    """Slice ``index``: mean, std (where the method has one), and where there is a reference
+    |mean - reference| and where it falls outside the interval (tasks/core/panels.py); ``what``
+    names the image in the caption (", magnitude")."""
+    return store_preview(store, index, what)

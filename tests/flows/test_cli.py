@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.image import imread
 
 from inversa.flows.cli import main
+from inversa.tasks.core.previews import FILE_DPI, PANEL_INCHES
 from tests.conftest import shared_file
 from tests.flows.helpers import tiny_study
 
@@ -115,6 +117,35 @@ def test_check_prints_the_plan_and_show_prints_json(capsys, prefect_harness, stu
     assert {"variables", "metrics", "provenance"} <= set(doc)
     assert "mean" in doc["variables"] and doc["metrics"]["mcc"] > 0.5
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a colour figure of FBP's two panels side by side (a point estimate: mean and error, no std
+    # and no interval to fall outside); FBP has no calibration, so no calibration plot beside it
+    image = imread(png, format="png")
+    assert image.shape[1] == round(2 * PANEL_INCHES * FILE_DPI) and image.shape[0] < image.shape[1]
+    assert ((image[..., :3].max(axis=-1) - image[..., :3].min(axis=-1)) > 0.3).mean() > 0.01
+    assert doc["png"] == str(png.resolve()) and "calibration_png" not in doc
+    assert not (tmp_path / "p-calibration.png").exists()
+
+
+def test_show_writes_the_calibration_plot_beside_the_preview(capsys, tmp_path):
+    from inversa.data.store import ResultStore
+
+    store = ResultStore.create(tmp_path / "c.zarr", n_slices=1, image_shape=(6, 6), pixel_size_mm=1.0, region_size=1,
+                               provenance={"recipe_digest": "sha256:r", "input_digest": "sha256:i", "kind": "ct",
+                                           "method": "dds"}, with_reference=True)
+    ones = np.ones((1, 6, 6), np.float32)
+    store.write_region(0, mean=ones, std=ones / 10, lower=ones * 0.9, upper=ones * 1.1, reference=ones * 1.5)
+    record = {"scale": 1.2, "alpha": 0.1, "credible_level": 0.9, "coverage_before": 0.8, "coverage_after": 0.9,
+              "curve": {"levels": [0.5, 0.9], "before": [0.4, 0.8], "after": [0.5, 0.9]}}
+    store.write_meta_json("calibration.json", record)
+    png = tmp_path / "out" / "view.png"
+    png.parent.mkdir()
+    assert main(["show", str(store.path), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    sibling = tmp_path / "out" / "view-calibration.png"
+    assert f"preview      {png.resolve()}" in out and f"calibration  {sibling.resolve()}" in out
+    assert imread(sibling, format="png").shape[1] > 300
+    # mean, std, error and the outside map side by side
+    assert imread(png, format="png").shape[1] == round(4 * PANEL_INCHES * FILE_DPI)
 
 
 def test_show_reports_a_deleted_chunk_and_a_rerun_repairs_it(capsys, prefect_harness, study, tmp_path):

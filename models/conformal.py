@@ -82,7 +82,8 @@ def gaussian_scores(mean, std, truth, credible_level: float) -> np.ndarray:
 
 def band_edges(std: np.ndarray, bands: int) -> np.ndarray:
     """Interior std edges splitting the points into ``bands`` groups of equal size (fewer when
-    many stds are equal, e.g. a constant background)."""
+    many stds are equal, e.g. a constant background). Band ``i`` holds stds in
+    ``(edges[i-1], edges[i]]``, so a std tied at an edge stays in the band below it."""
     values = np.asarray(std, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     if bands <= 1 or values.size == 0:
@@ -97,7 +98,7 @@ def scale_map(record: dict[str, Any], std) -> np.ndarray | float:
         return float(record["scale"])
     edges = np.array([b["std_low"] for b in bands[1:]], dtype=np.float64)
     scales = np.array([b["scale"] for b in bands], dtype=np.float64)
-    return scales[np.searchsorted(edges, np.asarray(std, dtype=np.float64), side="right")]
+    return scales[np.searchsorted(edges, np.asarray(std, dtype=np.float64), side="left")]
 
 
 def sample_std_factor(calibration_samples: int, run_samples: int, credible_level: float) -> float:
@@ -142,7 +143,7 @@ def calibrate_gaussian(means: Sequence[np.ndarray], stds: Sequence[np.ndarray], 
         raise ValueError("calibrate_gaussian: no finite calibration points")
     scale = risk_controlled_scale(scores, alpha) * factor
     edges = band_edges(np.concatenate(s), bands)
-    band_of = [np.searchsorted(edges, b, side="right") for b in s]
+    band_of = [np.searchsorted(edges, b, side="left") for b in s]
     all_bands = np.concatenate(band_of)
     records, scales = [], []
     for band in range(edges.size + 1):
@@ -186,7 +187,7 @@ def coverage_by_band(record: dict[str, Any], mean, std, lower, upper, truth) -> 
     ok = np.isfinite(m) & np.isfinite(s) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(x)
     bands = record.get("bands") or [{"std_low": 0.0, "std_high": None}]
     edges = np.array([b["std_low"] for b in bands[1:]], dtype=np.float64)
-    band_of = np.searchsorted(edges, s, side="right")
+    band_of = np.searchsorted(edges, s, side="left")
     inside = (lo <= x) & (x <= hi)
     out = []
     for i, b in enumerate(bands):

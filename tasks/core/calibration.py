@@ -19,6 +19,7 @@ import numpy as np
 
 from inversa.data.store import ResultStore
 from inversa.models.conformal import calibrate_gaussian, sample_std_factor, scale_map
+from inversa.tasks.core.calibration_plot import write_calibration_png
 from inversa.tasks.core.recipe import PosteriorRecipe
 
 CALIBRATION_FILE = "calibration.json"
@@ -94,6 +95,7 @@ def save_record(store: ResultStore, record: dict[str, Any]) -> dict[str, Any]:
     record = {**record, "recipe_digest": store.provenance.get("recipe_digest")}
     store.write_meta_json(CALIBRATION_FILE, record)
     store.update_attrs({"calibration": record, "interval_scale": record["scale"]})
+    write_calibration_png(store, record)  # the calibration plot, beside the record
     return record
 
 

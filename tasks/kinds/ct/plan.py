@@ -93,11 +93,14 @@ def make_plan(recipe: CTRecipe) -> CTPlan:
     )
 
 
+UNITS = "1/mm"  # linear attenuation, what every CT reader converts to
+
+
 def interval_attrs(plan: CTPlan) -> dict[str, Any]:
     """How the store's intervals were made, as attrs a reader sees without reading provenance."""
     if plan.samples <= 1:
-        return {"interval_kind": "none (point estimate: std, lower and upper are NaN)"}
-    attrs = {"interval_kind": INTERVAL_KIND, "interval_definition": INTERVAL_DESCRIPTION}
+        return {"interval_kind": "none (point estimate: std, lower and upper are NaN)", "units": UNITS}
+    attrs = {"interval_kind": INTERVAL_KIND, "interval_definition": INTERVAL_DESCRIPTION, "units": UNITS}
     if plan.prior is not None and (plan.working_image_size, plan.working_pixel_size_mm) != (
             plan.image_size, plan.pixel_size_mm):
         attrs["resampling"] = (

@@ -26,8 +26,14 @@ Gridded (``validate_gridded_field``)
     field; ``u``, ``v`` for PIV) with strictly monotonic 1D coords ``x``, ``y`` (either
     direction, units kept from the input: m, mm or degrees for a lat/lon grid), and a boolean
     ``mask(y, x)`` or ``mask(time, y, x)``, True = observed/valid. When the input has no mask it
-    is derived from NaN (land, missing values); values where the mask is False are set to NaN so
+    is derived from NaN (missing values); values where the mask is False are set to NaN so
     that nothing downstream uses them by accident.
+
+    Gaps versus land: ``mask`` says what was *observed*, not what belongs to the field. A cell
+    missing at every time step is still a gap to fill. Only an optional boolean ``domain(y, x)``
+    (True = part of the field; readers derive it from an explicit land-sea mask, see
+    data/readers/field_grid.py) marks cells outside the field: they are never observed (values
+    there are dropped, their count kept in ``attrs["n_outside_domain"]``) and never predicted.
 
 The target grid (``FieldGrid``) is a regular grid of cell centres built from the recipe's
 ``grid:`` section, with an optional convex-hull mask of the observations.
@@ -53,6 +59,7 @@ from inversa.data.errors import (
 
 VALUE = "value"
 MASK = "mask"
+DOMAIN = "domain"
 SENSOR = "sensor"
 COMPONENT = "component"
 TIME = "time"
@@ -221,12 +228,12 @@ def _monotonic_axis(ds: xr.Dataset, name: str, source) -> np.ndarray:
 def validate_gridded_field(ds: xr.Dataset, source=None) -> xr.Dataset:
     """Check a gridded field and return it with a boolean ``mask`` (True = observed).
 
-    Every data variable other than ``mask`` is a field variable. See the module docstring for
+    Every data variable other than ``mask`` and ``domain`` is a field variable. See the module docstring for
     dims, coordinates and how the mask is derived when absent.
     """
     if not isinstance(ds, xr.Dataset):
         raise InvalidMeasurement(source, VALUE, "an xarray.Dataset", type(ds).__name__)
-    names = [name for name in ds.data_vars if name != MASK]
+    names = [name for name in ds.data_vars if name not in (MASK, DOMAIN)]
     if not names:
         raise InvalidMeasurement(source, VALUE, "at least one field variable (e.g. 'value')", "only a mask")
     _require_units(ds.attrs, source, "units (of the field)")
@@ -242,6 +249,13 @@ def validate_gridded_field(ds: xr.Dataset, source=None) -> xr.Dataset:
         _check_no_inf(values, source, name)
         fields[name] = values
     observed = np.logical_and.reduce([np.isfinite(v) for v in fields.values()])
+    domain = _domain(ds, source)
+    outside = 0
+    if domain is not None:
+        outside = int((observed & ~domain).sum())
+        observed = observed & domain
+        if not domain.any():
+            raise InvalidMeasurement(source, DOMAIN, "at least one cell inside the field (True)", "none")
     if MASK in ds.data_vars:
         mask_da = ds[MASK]
         if mask_da.dtype != np.bool_:
@@ -249,16 +263,18 @@ def validate_gridded_field(ds: xr.Dataset, source=None) -> xr.Dataset:
         if mask_da.dims not in GRIDDED_DIMS or (TIME in mask_da.dims and TIME not in dims):
             raise ShapeMismatch(source, MASK, f"dims ('y', 'x') or {dims}", f"dims {mask_da.dims}")
         mask = np.broadcast_to(mask_da.transpose(*[d for d in dims if d in mask_da.dims]).values, observed.shape)
+        if domain is not None:
+            mask = mask & domain
         bad = mask & ~observed
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             raise NonFiniteValues(source, names[0], "finite values wherever mask is True", f"NaN at index {where}")
         mask_dims = mask_da.dims
-        mask_values = mask_da.values
+        mask_values = mask_da.values if domain is None else mask_da.values & domain
     else:
         mask = observed
         if TIME in dims and (observed == observed[:1]).all():
-            mask_dims, mask_values = ("y", "x"), observed[0]  # same gaps every time (land): one mask
+            mask_dims, mask_values = ("y", "x"), observed[0]  # the same gaps at every time: one mask
         else:
             mask_dims, mask_values = dims, observed
     if not mask.any():
@@ -273,7 +289,23 @@ def validate_gridded_field(ds: xr.Dataset, source=None) -> xr.Dataset:
         attrs=dict(ds.attrs),
     )
     out[MASK] = (mask_dims, np.asarray(mask_values, dtype=bool))
+    if domain is not None:
+        out[DOMAIN] = (("y", "x"), domain, dict(ds[DOMAIN].attrs))
+        out.attrs["n_outside_domain"] = outside
     return out
+
+
+def _domain(ds: xr.Dataset, source) -> np.ndarray | None:
+    """The boolean ``domain(y, x)`` of a gridded field (True = part of the field), or None."""
+    if DOMAIN not in ds.data_vars:
+        return None
+    da = ds[DOMAIN]
+    if da.dtype != np.bool_:
+        raise InvalidMeasurement(source, DOMAIN, "a boolean domain mask (True = part of the field)",
+                                 f"dtype {da.dtype}")
+    if set(da.dims) != {"y", "x"}:
+        raise ShapeMismatch(source, DOMAIN, "dims ('y', 'x'): one mask for every time step", f"dims {da.dims}")
+    return np.asarray(da.transpose("y", "x").values, dtype=bool)
 
 
 def _positive_int(value, name: str) -> int:

@@ -209,3 +209,63 @@ def test_piv_header_on_several_lines_and_series_of_different_grids(tmp_path):
     np.testing.assert_allclose(ds.v.values[1, 2], 0.8)
     with pytest.raises(ShapeMismatch, match=r"small\.vec.*the grid of Run000001"):
         read_piv_series([shared_file(PIV.format(1)), small])
+
+
+# ------------------------------------------------------------------ gaps versus land in gridded inputs
+
+GAP, LAND = (1, 2), (4, 7)  # (lat, lon) cells missing at every time step: a gap, and a land cell
+
+
+def _grid_series(path, **extra):
+    """A small gridded time series in K with ``GAP`` and ``LAND`` missing at every time step."""
+    lat, lon = np.arange(6.0) * 5, 100 + np.arange(8.0) * 5
+    gy, gx = np.meshgrid(lat, lon, indexing="ij")
+    values = np.stack([np.sin(gx / 9 + t) + np.cos(gy / 7) for t in range(3)])
+    values[:, GAP[0], GAP[1]] = np.nan
+    values[:, LAND[0], LAND[1]] = np.nan
+    ds = xr.Dataset({"sst": (("time", "lat", "lon"), values, {"units": "K"})},
+                    coords={"time": [0.0, 1.0, 2.0], "lat": lat, "lon": lon})
+    for name, (dims, data) in extra.items():
+        ds[name] = (dims, data)
+    ds.to_netcdf(path)
+    return path
+
+
+def _land(value_land, value_sea, dtype=float):
+    mask = np.full((6, 8), value_sea, dtype=dtype)
+    mask[LAND] = value_land
+    return (("lat", "lon"), mask)
+
+
+def test_cells_missing_at_every_time_step_are_gaps_unless_a_mask_says_land(tmp_path):
+    plain = read_field_grid(_grid_series(tmp_path / "plain.nc"), variable="sst")
+    assert "domain" not in plain and not plain.mask.values[..., GAP[0], GAP[1]].any()  # unobserved, not outside
+    masks = {
+        "lsm": _land(1.0, 0.0),  # ERA5's convention: 1 on land
+        "lsmask": _land(0, 1, np.int8),  # NOAA's: 1 on sea
+        "landmask": _land(False, True, bool),  # booleans: True is the field
+        "mask": _land(np.nan, 1.0),  # NaN outside
+    }
+    for name, mask in masks.items():
+        ds = read_field_grid(_grid_series(tmp_path / f"{name}.nc", **{name: mask}), variable="sst")
+        domain = ds["domain"].values
+        assert not domain[LAND] and domain[GAP] and int(domain.sum()) == 47, name
+        assert ds.attrs["mask_variable"] == name and not ds.mask.values[..., LAND[0], LAND[1]].any()
+    unobserved = read_field_grid(_grid_series(tmp_path / "u.nc"), variable="sst", mask="unobserved")
+    assert not unobserved["domain"].values[GAP] and not unobserved["domain"].values[LAND]
+    ignored = read_field_grid(_grid_series(tmp_path / "i.nc", lsm=_land(1.0, 0.0)), variable="sst", mask="none")
+    assert "domain" not in ignored
+
+
+def test_a_wrong_mask_names_the_file_and_the_variable(tmp_path):
+    path = _grid_series(tmp_path / "g.nc", lsm=(("time", "lat", "lon"), np.zeros((3, 6, 8))))
+    with pytest.raises(ShapeMismatch, match=r"g\.nc.*lsm.*static mask with the field's grid dims \(lat, lon\).*"
+                                             r"dims \('time', 'lat', 'lon'\)"):
+        read_field_grid(path, variable="sst")
+    with pytest.raises(InvalidMeasurement, match=r"g\.nc.*'?land_fraction'?.*a mask variable in the file.*absent"):
+        read_field_grid(path, variable="sst", mask="land_fraction")
+    from inversa.data.readers.field_input import read_field_input
+
+    with pytest.raises(InvalidMeasurement, match=r"gravity.*mask.*no mask for scattered observations"):
+        read_field_input(shared_file(GRAVITY), {"columns": GRAVITY_COLUMNS, "units": "mGal", "duplicates": "mean",
+                                                "mask": "lsm"})

@@ -137,3 +137,33 @@ def test_a_vector_field_needs_the_incompressible_pinn_not_the_heat_one():
     assert problem.components == ("u", "v") and problem.kind == "gridded"
     with pytest.raises(ValueError, match="pde=incompressible"):
         FieldModel(field_method("pinn", {"pde": "heat"}), problem)
+
+
+def test_a_cell_missing_at_every_time_step_is_filled_and_a_cell_the_mask_calls_land_is_not(tmp_path):
+    """Through the kind (calibration on: a series fitted step by step calibrates in its prepare step)."""
+    import xarray as xr
+
+    from inversa.tasks.core.stores import create_store, make_plan
+    from inversa.tasks.kinds import kind_of
+    from tests.data.test_field_readers import GAP, LAND, _grid_series, _land
+
+    path = _grid_series(tmp_path / "sst.nc", lsm=_land(1.0, 0.0))
+    recipe = _recipe(path, output=str(tmp_path / "out.zarr"), method={"name": "gp", "params": {"max_iter": 10}},
+                     region_size=3, calibration={"steps": 2})
+    kind, plan = kind_of(recipe), make_plan(recipe)
+    assert plan.prepare == "calibrate" and plan.calibration["steps"] == [0, 2]
+    store = create_store(recipe, recipe.digest(), plan, overwrite=False)
+    assert "time steps [0, 2]" in "\n".join(kind.describe(recipe, plan))
+    kind.prepare(store, recipe)
+    for index in store.pending_regions():
+        kind.reconstruct_region(store, index, recipe)
+    ds = xr.open_zarr(store.path)
+    for name in ("mean", "std", "lower", "upper"):
+        values = ds[name].values
+        assert np.isfinite(values[:, GAP[0], GAP[1]]).all(), name  # missing at every step, still the field
+        assert np.isnan(values[:, LAND[0], LAND[1]]).all(), name  # the mask says land
+        assert int(np.isnan(values).sum()) == 3, name
+    assert store.read_meta_json("calibration.json")["steps"] == [0, 2]
+    wrong = _recipe(path, mask="land_fraction")
+    with pytest.raises(InvalidMeasurement, match=r"sst\.nc.*land_fraction.*a mask variable in the file"):
+        load_field_problem(wrong)

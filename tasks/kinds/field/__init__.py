@@ -2,8 +2,9 @@
 
 Modules: ``recipe`` (the typed recipe), ``methods`` (solvers and their parameters),
 ``problem`` (observations, output grid, reference, held-out points), ``model`` (a solver fed a
-problem), ``fit`` (the one-off fit a static field's regions share), ``plan``, ``region`` and
-``report``. ``KIND`` is what the registry (inversa.tasks.kinds) hands the generic pipeline.
+problem), ``fit`` (the one-off fit a static field's regions share), ``calibration`` (conformal
+factors from withheld spatial blocks) and ``intervals`` (how they scale the intervals), ``plan``,
+``region`` and ``report``. ``KIND`` is what the registry (inversa.tasks.kinds) hands the generic pipeline.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from inversa.tasks.core.inputs import input_digest
 from inversa.tasks.core.kind import Plan, Prepared, Preview, ProblemKind, RegionProgress, StoreTemplate
 from inversa.tasks.kinds.field import plan as planning
 from inversa.tasks.kinds.field import report
-from inversa.tasks.kinds.field.fit import ensure_fit, solver_device
+from inversa.tasks.kinds.field.calibration import calibrate
+from inversa.tasks.kinds.field.fit import ensure_fit, method_of, solver_device
+from inversa.tasks.kinds.field.model import FieldModel
+from inversa.tasks.kinds.field.problem import load_field_problem
 from inversa.tasks.kinds.field.recipe import FieldRecipe
 from inversa.tasks.kinds.field.region import reconstruct_region
 
@@ -36,8 +40,20 @@ class FieldKind(ProblemKind):
         return planning.store_template(recipe, plan)
 
     def prepare(self, store: ResultStore, recipe: FieldRecipe) -> Prepared:
-        record = ensure_fit(store, recipe)
-        return Prepared(record, f"{recipe.method.name} fitted once for all regions in {record['seconds']:.1f} s")
+        """The calibration (when on) and then, where one fit serves every region, that fit: its
+        held-out scores use the calibrated interval. Each is saved in the store and reused."""
+        global_fit = FieldModel(method_of(recipe), load_field_problem(recipe)).global_fit
+        record: dict[str, Any] = {}
+        lines = []
+        if recipe.calibration is not None:
+            record["calibration"] = cal = calibrate(store, recipe, global_fit)
+            lines.append(f"intervals calibrated on {cal['units']} {cal['units_kind'].split(' (')[0]} "
+                         f"({cal['withheld_points']} withheld observations, {cal['seconds']:.1f} s): coverage "
+                         f"{cal['coverage_before']:.3f} -> {cal['coverage_after']:.3f}, factor {cal['scale']:.3g}")
+        if global_fit:
+            record["fit"] = fit = ensure_fit(store, recipe)
+            lines.insert(0, f"{recipe.method.name} fitted once for all regions in {fit['seconds']:.1f} s")
+        return Prepared(record, "; ".join(lines))
 
     def reconstruct_region(self, store: ResultStore, index: int, recipe: FieldRecipe,
                            progress: RegionProgress | None = None) -> dict[str, Any]:

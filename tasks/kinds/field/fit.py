@@ -4,7 +4,9 @@ When one fit serves every region (a static field cut into row bands; a space-tim
 time blocks), ``ensure_fit`` runs it and saves it in the store's private directory
 (``_inversa/field_fit.json`` plus ``field_fit.npz``, arrays first and the JSON last, both
 atomically, so a crash leaves no half fit). Regions rebuild the model from it, once per process.
-Held-out scores of such a fit are computed with it and kept in the same record.
+Held-out scores of such a fit are computed with it and kept in the same record: with the
+calibrated interval when the run calibrates (so the calibration record must exist first; the
+kind's prepare step makes it before the fit), and without, for comparison.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from inversa.data.store import ResultStore
 from inversa.models.solvers import SolverState
 from inversa.models.uq import interval_z
+from inversa.tasks.kinds.field.intervals import calibration_record, interval_factor, predictive_std
 from inversa.tasks.kinds.field.methods import FieldMethod, field_method, takes_device
 from inversa.tasks.core.devices import resolve_device
 from inversa.tasks.kinds.field.model import FieldModel
@@ -29,7 +33,7 @@ from inversa.tasks.kinds.field.recipe import FieldRecipe
 
 FIT_FILE = "field_fit.json"
 FIT_ARRAYS = "field_fit.npz"
-HOLDOUT_KEYS = ("holdout_n", "holdout_values", "holdout_sq_error", "holdout_covered")
+HOLDOUT_KEYS = ("holdout_n", "holdout_values", "holdout_sq_error", "holdout_covered", "holdout_covered_uncalibrated")
 
 
 def solver_device(recipe: FieldRecipe) -> str:
@@ -56,19 +60,25 @@ def global_points(problem: FieldProblem) -> tuple[Points, Points]:
     return problem.observations(None), problem.held_out(None)
 
 
-def holdout_scores(model: FieldModel, held: Points, level: float) -> dict[str, float]:
+def holdout_scores(model: FieldModel, held: Points, level: float,
+                   calibration: dict[str, Any] | None = None) -> dict[str, float]:
     """Sums for pooled held-out RMSE and coverage (pooled over regions by the summary).
 
     A held-out value is a measurement, noise included, so it is scored against the predictive
-    distribution of a new measurement: latent variance plus the observation-noise variance.
+    distribution of a new measurement: latent variance plus the observation-noise variance, its
+    half-width scaled by the ``calibration`` factor (tasks/kinds/field/intervals.py);
+    ``holdout_covered_uncalibrated`` counts the same without the factor.
     """
     if held.n == 0:
-        return {"holdout_n": 0, "holdout_values": 0, "holdout_sq_error": 0.0, "holdout_covered": 0}
+        return {key: 0 for key in HOLDOUT_KEYS} | {"holdout_sq_error": 0.0}
     mean, std = model.predict(held)
-    error = np.asarray(mean) - held.values
-    half = interval_z(level) * np.sqrt(np.asarray(std) ** 2 + model.noise_variance())
+    error = np.abs(np.asarray(mean) - held.values)
+    noise = model.noise_variance()
+    half = interval_z(level) * predictive_std(std, noise)
+    factor = interval_factor(calibration, std, noise)
     return {"holdout_n": held.n, "holdout_values": int(error.size), "holdout_sq_error": float(np.sum(error ** 2)),
-            "holdout_covered": int(np.sum(np.abs(error) <= half))}
+            "holdout_covered": int(np.sum(error <= half * factor)),
+            "holdout_covered_uncalibrated": int(np.sum(error <= half))}
 
 
 def ensure_fit(store: ResultStore, recipe: FieldRecipe) -> dict[str, Any]:
@@ -77,9 +87,12 @@ def ensure_fit(store: ResultStore, recipe: FieldRecipe) -> dict[str, Any]:
     if record is not None:
         return record
     started = time.perf_counter()
+    calibration = calibration_record(store, recipe)
     problem = load_field_problem(recipe)
     points, held = global_points(problem)
-    model = FieldModel(method_of(recipe), problem).fit(points)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = FieldModel(method_of(recipe), problem).fit(points)
     state = model.state()
     buffer = io.BytesIO()
     np.savez(buffer, **state.arrays)
@@ -90,7 +103,7 @@ def ensure_fit(store: ResultStore, recipe: FieldRecipe) -> dict[str, Any]:
         "arrays_sha256": hashlib.sha256(payload).hexdigest(),
         "info": model.info,
         "seconds": round(time.perf_counter() - started, 4),
-        **holdout_scores(model, held, store.credible_level),
+        **holdout_scores(model, held, store.credible_level, calibration),
     }
     store.write_meta_json(FIT_FILE, record)
     return store.read_meta_json(FIT_FILE)

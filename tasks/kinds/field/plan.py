@@ -9,6 +9,7 @@ from inversa.models.solvers import FieldSolver
 from inversa.tasks.core.inputs import dataset_name
 from inversa.tasks.core.kind import Plan, StoreTemplate
 from inversa.tasks.core.stores import plan_regions
+from inversa.tasks.kinds.field.calibration import plan_calibration
 from inversa.tasks.kinds.field.fit import method_of
 from inversa.tasks.kinds.field.model import FieldModel
 from inversa.tasks.kinds.field.problem import FieldProblem, load_field_problem
@@ -16,8 +17,10 @@ from inversa.tasks.kinds.field.recipe import FieldRecipe
 
 INTERVAL_KIND = "gaussian"
 INTERVAL_DESCRIPTION = (
-    "mean +- z * std, z the standard normal quantile of (1 + credible_level) / 2; std is the posterior "
-    "standard deviation of the latent field (GP: exact or sparse posterior; PINN: spread of the ensemble)"
+    "mean +- z * scale * std, z the standard normal quantile of (1 + credible_level) / 2; std is the posterior "
+    "standard deviation of the latent field (GP: exact or sparse posterior; PINN: spread of the ensemble); scale "
+    "is the conformal factor of the cell's band of predictive std sqrt(std^2 + noise^2), calibrated on withheld "
+    "spatial blocks of the observations (attrs calibration), 1 with calibration off"
 )
 
 
@@ -31,6 +34,7 @@ class FieldPlan(Plan):
     n_observations: int
     n_held_out: int
     global_fit: bool
+    calibration: dict[str, Any] | None = None
 
 
 def _counts(problem: FieldProblem, global_fit: bool) -> tuple[int, int, int]:
@@ -52,6 +56,7 @@ def make_plan(recipe: FieldRecipe) -> FieldPlan:
     n_fit, n_held, largest = _counts(problem, model.global_fit)
     if largest < 3:
         raise ValueError(f"{problem.input}: at most {largest} observation(s) per fit after the holdout; need at least 3")
+    calibration = plan_calibration(problem, recipe, model.global_fit) if recipe.calibration is not None else None
     ny, nx = problem.shape
     channels = len(problem.components or ()) or 1
     per_index = ny * nx * channels if problem.leading_dim == "time" else nx * channels
@@ -64,9 +69,10 @@ def make_plan(recipe: FieldRecipe) -> FieldPlan:
         method_params=method.resolved(), samples=0,
         estimated_memory_bytes=int(solver.estimated_memory_bytes(largest) + 4 * 4 * recipe.region_size * per_index),
         estimated_storage_bytes=int(with_ref * 4 * problem.n_leading * per_index),
-        prepare="fit" if model.global_fit else None,
+        prepare="fit" if model.global_fit else "calibrate" if calibration is not None else None,
         input_kind=problem.kind, grid_shape=(ny, nx), coord_units=problem.coord_units, units=problem.units,
         components=problem.components, n_observations=n_fit, n_held_out=n_held, global_fit=model.global_fit,
+        calibration=None if calibration is None else {**recipe.calibration.model_dump(), **calibration},
     )
 
 
@@ -102,6 +108,8 @@ def store_template(recipe: FieldRecipe, plan: FieldPlan) -> StoreTemplate:
         "holdout": recipe.holdout.model_dump() if recipe.holdout is not None else None,
         "fit": "once for all regions" if plan.global_fit else "per time step",
         "interval_kind": INTERVAL_KIND,
+        "calibration": plan.calibration,
+        "mask": recipe.mask,
     }
     attrs = {"interval_kind": INTERVAL_KIND, "interval_definition": INTERVAL_DESCRIPTION, "units": problem.units}
     return StoreTemplate(layout=layout, provenance=provenance, attrs=attrs)
@@ -118,5 +126,14 @@ def describe(recipe: FieldRecipe, plan: FieldPlan) -> list[str]:
         + (f", {plan.n_slices} time steps" if plan.leading_dim == "time" else ""),
         f"method     {plan.method} {plan.method_params}",
         f"fit        {'once for all regions' if plan.global_fit else 'per time step'}",
+        f"intervals  {_calibration_line(plan.calibration)}",
         f"regions    {len(plan.regions)} of up to {recipe.region_size} {along}",
     ]
+
+
+def _calibration_line(calibration: dict[str, Any] | None) -> str:
+    if calibration is None:
+        return "not calibrated (calibration: off)"
+    steps = f" at time steps {calibration['steps']}" if calibration["steps"] else ""
+    return (f"calibrated on {calibration['units']} {calibration['units_kind']} of withheld observations "
+            f"({calibration['points']} points, {calibration['fits']} extra fit(s){steps})")

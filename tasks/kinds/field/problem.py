@@ -5,9 +5,10 @@ so nothing but paths crosses a process boundary; the files are read once per pro
 by path, modification time and size, like the CT measurements in tasks/measurement.py).
 
 The output grid:
-* gridded input (a grid with gaps: SST, PIV): the input's own grid; gaps are filled. In a time
-  series, cells never observed at any time (land, outside the film) are not part of the field:
-  they stay NaN. A single frame has every gap filled.
+* gridded input (a grid with gaps: SST, PIV): the input's own grid; every gap is filled, even a
+  cell missing at every time step. Only an explicit mask (a land-sea mask variable of the input,
+  or the recipe's ``mask:``, see data/readers/field_grid.py) puts cells outside the field (land):
+  they stay NaN.
 * scattered input: the recipe's ``grid:`` section (data.fields.FieldGrid), else the reference's
   grid (synthetic studies: the truth's nodes), else ``DEFAULT_GRID``: 128 x 128 cells over the
   observations' bounding box, masked to their convex hull (``inversa check`` prints it).
@@ -30,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from inversa.data.errors import InvalidGrid, InvalidMeasurement, ShapeMismatch
-from inversa.data.fields import COMPONENT, MASK, TIME, VALUE, FieldGrid
+from inversa.data.fields import COMPONENT, DOMAIN, MASK, TIME, VALUE, FieldGrid
 from inversa.data.readers.field_grid import field_candidates
 from inversa.data.readers.field_input import SCATTERED, field_input_kind, read_field_input
 from inversa.data.readers.xarray_files import open_dataset_file
@@ -38,7 +39,7 @@ from inversa.data.readers.sniff import is_zarr_directory, require_exists
 from inversa.tasks.core.inputs import FILE_READ_LOCK, cached_by_file_version, file_key
 from inversa.tasks.kinds.field.recipe import FieldRecipe
 
-NON_FIELD_VARIABLES = (MASK, "chc")
+NON_FIELD_VARIABLES = (MASK, DOMAIN, "chc")
 DEFAULT_GRID = {"shape": [128, 128], "mask": "convex-hull"}
 
 
@@ -218,6 +219,8 @@ def load_field_problem(recipe: FieldRecipe) -> FieldProblem:
 def _load_field_problem(recipe: FieldRecipe) -> FieldProblem:
     path = str(recipe.input)
     reader_options = recipe.observations.model_dump() if recipe.observations is not None else {}
+    if recipe.mask is not None:
+        reader_options["mask"] = recipe.mask
     ds = _cached_input(file_key(path), path, json.dumps(reader_options, sort_keys=True), recipe.variable)
     kind = field_input_kind(ds)
     components = _components(ds, kind)
@@ -240,9 +243,9 @@ def _load_field_problem(recipe: FieldRecipe) -> FieldProblem:
                               f"keys {sorted(spec)}")
         xs, ys = (np.asarray(ds[a].values, dtype=np.float64) for a in ("x", "y"))
         coord_units = str(ds["x"].attrs.get("units", "1"))
-        if times is not None:  # a time series: cells never observed (land) are outside the field
-            ever = ds[MASK].values if ds[MASK].ndim == 2 else ds[MASK].values.any(axis=0)
-            cell_mask = None if ever.all() else ever
+        if DOMAIN in ds.data_vars:  # an explicit mask: cells outside the field (land) are not predicted
+            inside = np.asarray(ds[DOMAIN].values, dtype=bool)
+            cell_mask = None if inside.all() else inside
     reference = _reference_on(recipe, xs, ys, times, components) if recipe.reference else None
     return FieldProblem(
         input=path, kind=kind, data=ds, xs=xs, ys=ys, coord_units=coord_units,

@@ -2,7 +2,8 @@
 
 A static field's regions share the store's one-off fit (tasks/kinds/field/fit.py); a time
 series whose solver fits one time step at a time fits each step of the region here, scoring
-it on that step's held-out points.
+it on that step's held-out points. Intervals are ``mean -+ z * factor * std`` with the run's
+calibration factor per cell (tasks/kinds/field/intervals.py), 1 with calibration off.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import numpy as np
 import torch
 
 from inversa.data.store import ResultStore
-from inversa.models.uq import coverage, gaussian_interval
+from inversa.models.uq import coverage
 from inversa.tasks.core.kind import RegionProgress
 from inversa.tasks.kinds.field.fit import fitted_model, holdout_scores, method_of
+from inversa.tasks.kinds.field.intervals import calibration_record, field_interval
 from inversa.tasks.kinds.field.model import FieldModel
 from inversa.tasks.kinds.field.problem import load_field_problem
 from inversa.tasks.kinds.field.recipe import FieldRecipe
@@ -38,7 +40,8 @@ def reconstruct_region(store: ResultStore, index: int, recipe: FieldRecipe,
     start, stop = store.regions[index]
     problem, method = load_field_problem(recipe), method_of(recipe)
     level = store.credible_level
-    info: dict[str, Any] = {"method": method.name}
+    calibration = calibration_record(store, recipe)
+    info: dict[str, Any] = {"method": method.name, "calibrated": calibration is not None}
     metrics: dict[str, list[float]] = {name: [] for name in store.metric_names}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
@@ -50,19 +53,23 @@ def reconstruct_region(store: ResultStore, index: int, recipe: FieldRecipe,
                 mean, std = model.predict_cells(problem.ys[start:stop], rows)
             else:
                 mean, std = model.predict_cells(problem.ys, problem.cell_mask, problem.time_values()[start:stop])
+            lower, upper = field_interval(mean, std, model.noise_variance(), level, calibration)
             info["fit"] = "shared"
         else:
-            means, stds, fits, sums = [], [], [], []
+            means, stds, lowers, uppers, fits, sums = [], [], [], [], [], []
             for t in range(start, stop):
                 model = FieldModel(method, problem).fit(problem.observations(t))
                 m, s = model.predict_cells(problem.ys, problem.cell_mask)
+                lo, hi = field_interval(m, s, model.noise_variance(), level, calibration)
                 means.append(m)
                 stds.append(s)
+                lowers.append(lo)
+                uppers.append(hi)
                 fits.append(model.info)
-                sums.append(holdout_scores(model, problem.held_out(t), level))
+                sums.append(holdout_scores(model, problem.held_out(t), level, calibration))
                 if progress is not None:
                     progress((t + 1 - start) / (stop - start))
-            mean, std = np.stack(means), np.stack(stds)
+            mean, std, lower, upper = np.stack(means), np.stack(stds), np.stack(lowers), np.stack(uppers)
             info["fits"] = fits
             info.update({key: sum(s[key] for s in sums) for key in sums[0]})
             if "holdout_rmse" in metrics:
@@ -71,7 +78,6 @@ def reconstruct_region(store: ResultStore, index: int, recipe: FieldRecipe,
                     metrics["holdout_rmse"].append(np.sqrt(s["holdout_sq_error"] / n) if s["holdout_n"] else np.nan)
                     metrics["holdout_coverage"].append(s["holdout_covered"] / n if s["holdout_n"] else np.nan)
     mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)  # NaN outside the mask
-    lower, upper = gaussian_interval(mean, std, level)
     reference = problem.reference_block(start, stop)
     if reference is not None and "rmse" in metrics:
         for i in range(stop - start):

@@ -2,7 +2,10 @@
 
 Scores are pooled, not averaged: the RMSE against a reference is over every cell of every time
 step, the held-out RMSE over every withheld point (from the one-off fit's record, or summed from
-the regions' records), and coverage is the fraction of those values inside the credible interval.
+the regions' records), and coverage is the fraction of those values inside the credible interval
+(calibrated where the run calibrates; ``holdout_coverage_uncalibrated`` without the factor). The
+calibration's own numbers (factor, units, coverage of its withheld blocks before and after) come
+from its record.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from inversa.data.store import ResultStore
 from inversa.models.uq import coverage
+from inversa.tasks.core.calibration import CALIBRATION_FILE
 from inversa.tasks.core.kind import Panel, Preview
 from inversa.tasks.kinds.field.fit import FIT_FILE, HOLDOUT_KEYS
 
@@ -44,6 +48,14 @@ def summarize(store: ResultStore) -> dict[str, Any]:
         summary["holdout_points"] = int(totals["holdout_n"])
         summary["holdout_rmse"] = math.sqrt(totals["holdout_sq_error"] / values)
         summary["holdout_coverage"] = totals["holdout_covered"] / values
+        if any("holdout_covered_uncalibrated" in source for source in sources):
+            summary["holdout_coverage_uncalibrated"] = totals["holdout_covered_uncalibrated"] / values
+    calibration = store.read_meta_json(CALIBRATION_FILE)
+    if calibration is not None:
+        summary["interval_scale"] = calibration["scale"]
+        summary["calibration_units"] = calibration["units"]
+        summary["calibration_coverage_before"] = calibration["coverage_before"]
+        summary["calibration_coverage_after"] = calibration["coverage_after"]
     if fit is not None:
         summary["fit_seconds"] = float(fit.get("seconds", 0.0))
         for solver in fit.get("info", {}).get("solvers", []):

@@ -137,7 +137,14 @@ CT_DIGESTS = {
 
 @pytest.mark.parametrize("name", sorted(CT_DIGESTS))
 def test_ct_recipe_digests_are_unchanged_by_problem_kinds(name):
-    assert load_recipe(name).digest() == CT_DIGESTS[name]
+    # Calibration on by default (issue 15) is a different computation, so a stochastic recipe's
+    # default digest moved on purpose; the same computation as before (calibration off) keeps it.
+    recipe = load_recipe(name)
+    if recipe.calibration is None:
+        assert recipe.digest() == CT_DIGESTS[name]
+    else:
+        assert recipe.digest() != CT_DIGESTS[name]
+        assert load_recipe(name, ["calibration=off"]).digest() == CT_DIGESTS[name]
 
 
 SMALL_PINN = ["method.params.members=4", "method.params.width=16", "method.params.depth=2",

@@ -63,7 +63,9 @@ def test_field_gp_writes_a_scored_y_x_store_in_row_bands_and_resumes_without_ref
     from inversa.tasks.kinds.field.report import preview
 
     panels = preview(store).panels
-    assert [p.label for p in panels] == ["mean", "std", "|mean - reference|"]
+    outside = ~((ds["lower"].values <= ds["reference"].values) & (ds["reference"].values <= ds["upper"].values))
+    assert [p.label for p in panels] == ["mean", "std", "|mean - reference|",
+                                         f"outside 90% interval: {100 * outside.mean():.1f}%"]
     np.testing.assert_array_equal(panels[0].image[0], ds["mean"].values[-1])
     # a rerun resumes: nothing refitted, nothing rewritten
     before = (store.meta_path(FIT_FILE).stat().st_mtime_ns, [store.region_record(i) for i in range(3)])

@@ -18,7 +18,8 @@ import numpy as np
 from inversa.data.store import ResultStore
 from inversa.models.uq import coverage
 from inversa.tasks.core.calibration import CALIBRATION_FILE
-from inversa.tasks.core.kind import Panel, Preview
+from inversa.tasks.core.kind import Preview
+from inversa.tasks.core.panels import store_preview
 from inversa.tasks.kinds.field.fit import FIT_FILE, HOLDOUT_KEYS
 
 
@@ -69,23 +70,8 @@ def summarize(store: ResultStore) -> dict[str, Any]:
 
 
 def preview(store: ResultStore, index: int = 0) -> Preview:
-    """Time step ``index`` (the whole field when static), north up: mean and std (the speed and
-    the std of the first component for a vector field), and |mean - reference|."""
-    ds = store.to_xarray()
-    layout = store.layout
-    if layout.leading_dim == "time":
-        if not 0 <= index < layout.n_slices:
-            raise ValueError(f"{store.path}: time index {index}: expected 0..{layout.n_slices - 1}")
-        ds = ds.isel(time=index)
-    names = ["mean", "std"] + (["reference"] if store.has_reference else [])
-    arrays = {n: np.asarray(ds[n].values, dtype=np.float64) for n in names}
-    if layout.components:
-        arrays = {n: (np.sqrt(np.sum(a ** 2, axis=-1)) if n != "std" else a[..., 0]) for n, a in arrays.items()}
-    ys = np.asarray(ds["y"].values)
-    up = (lambda a: a[::-1]) if len(ys) > 1 and ys[0] < ys[-1] else (lambda a: a)  # noqa: E731
-    panels = [Panel(up(arrays["mean"]), "mean speed" if layout.components else "mean"),
-              Panel(up(arrays["std"]), f"std of {layout.components[0]}" if layout.components else "std")]
-    if store.has_reference:
-        panels.append(Panel(up(np.abs(arrays["mean"] - arrays["reference"])), "|mean - reference|"))
-    where = f"Time step {index}" if layout.leading_dim == "time" else "The field"
-    return Preview(panels, f"{where}, north up")
+    """Time step ``index`` (the whole field when static, index 0) over the field's coordinates,
+    north up: mean, std, and with a reference the error and where it falls outside the interval
+    (a vector field: its speed and the length of the error vector); tasks/core/panels.py draws
+    every kind's stores this way."""
+    return store_preview(store, index)

@@ -57,7 +57,8 @@ def store_preview(store: ResultStore, index: int = 0, what: str = "") -> Preview
     flip = is_map and len(ys) > 1 and ys[0] < ys[-1]
     up = (lambda a: a[::-1]) if flip else (lambda a: a)  # noqa: E731 - row 0 is the northmost row
     units = str(store.attrs.get("units") or "")
-    panels = _panels(arrays, layout.components, store.credible_level, units, is_map, up)
+    segmentation = store.attrs.get("reference_kind") == "segmentation"
+    panels = _panels(arrays, layout.components, store.credible_level, units, is_map, up, segmentation)
     method = store.provenance.get("method")
     title = ", ".join(str(p) for p in (where, method) if p)
     hints: dict[str, Any] = {}
@@ -67,15 +68,24 @@ def store_preview(store: ResultStore, index: int = 0, what: str = "") -> Preview
                  "aspect": _aspect(coord_units, ys)}
         caption += ", north up"
     caption += what
-    if any(p.label == "std" or p.label.startswith("std of") for p in panels) and store.has_reference:
+    if any(p.label == "std" or p.label.startswith("std of") for p in panels) and store.has_reference \
+            and not segmentation:
         caption += "; std and error share one colour scale"
     return Preview(panels, caption, title=title, **hints)
 
 
 def _panels(arrays: dict[str, np.ndarray], components: tuple[str, ...] | None, level: float, units: str,
-            is_map: bool, up) -> list[Panel]:
+            is_map: bool, up, segmentation: bool = False) -> list[Panel]:
+    """``segmentation``: the reference is a binary mask (HTC2022's, scored by MCC), not an image in
+    the mean's units, so it is drawn beside the mean instead of subtracted from it."""
     mean, std = arrays["mean"], arrays["std"]
     reference = arrays.get("reference")
+    if segmentation and reference is not None:
+        panels = [_mean_panel(up(mean), "mean", units, is_map)]
+        if np.isfinite(std).any():
+            panels.append(Panel(up(std), "std", units, "magma", 0.0, robust_limits(std)[1]))
+        panels.append(Panel(up((reference > 0).astype(np.float64)), "reference segmentation", "", "gray", 0.0, 1.0))
+        return panels
     if components:  # a vector field: its speed, the std of its first component, the error's length
         error = None if reference is None else np.sqrt(np.sum((mean - reference) ** 2, axis=-1))
         mean, std = np.sqrt(np.sum(mean ** 2, axis=-1)), std[..., 0]

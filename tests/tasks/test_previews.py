@@ -196,3 +196,15 @@ def test_a_kind_may_hand_over_panels_without_hints():
     fig = preview_figure(preview)
     assert [ax.get_title() for ax in fig.axes] == ["mean", "std"]
     assert _decode(preview_png(preview)).shape[0] > 50
+
+
+def test_a_segmentation_reference_is_drawn_beside_the_mean_not_subtracted(tmp_path):
+    # HTC2022's references are binary masks scored by MCC: an error in 1/mm against 0/1 labels
+    # would be nonsense, so the preview shows mean, std (its own colour scale) and the mask.
+    store, arrays = _image_store(tmp_path / "htc.zarr")
+    store.update_attrs({"reference_kind": "segmentation"})
+    preview = store_preview(store, 1)
+    assert [p.label for p in preview.panels] == ["mean", "std", "reference segmentation"]
+    np.testing.assert_array_equal(preview.panels[2].image, (arrays[1]["reference"] > 0).astype(float))
+    assert preview.panels[1].vmax == pytest.approx(0.1, rel=0.05)  # the std's own scale
+    assert "share one colour scale" not in preview.caption

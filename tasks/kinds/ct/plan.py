@@ -131,7 +131,10 @@ def store_template(recipe: CTRecipe, plan: CTPlan) -> StoreTemplate:
         "interval_kind": INTERVAL_KIND if plan.samples > 1 else None,
         "calibration": plan.calibration,
     }
-    return StoreTemplate(layout=layout, provenance=provenance, attrs=interval_attrs(plan))
+    attrs = interval_attrs(plan)
+    if recipe.reference:  # a segmentation scores the MCC only: previews draw it, not an error against it
+        attrs["reference_kind"] = load_reference(recipe.reference, recipe.reference_variable).attrs.get("kind", "image")
+    return StoreTemplate(layout=layout, provenance=provenance, attrs=attrs)
 
 
 def describe(recipe: CTRecipe, plan: CTPlan) -> list[str]:

@@ -30,6 +30,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import command_line, emit  # noqa: E402
+
 HTC_GEOMETRY = {"geometry": "fan", "n_det": 560, "detector_spacing_mm": 0.2, "source_origin_mm": 410.66,
                 "origin_detector_mm": 553.74 - 410.66}
 HTC_GRID = (512, 0.14832)
@@ -100,14 +103,11 @@ def main() -> None:
     import torch
 
     doc = {"benchmark": "calibration_cost",
-           "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+           "command": command_line(),
            "recipe": args.recipe, "wedge_deg": args.wedge, "datasets": args.datasets,
            "goal": "calibration at most 20 % of the batch's posterior time", "summary": summary, "runs": rows,
            "machine": {"threads": torch.get_num_threads()}, "seconds_total": round(time.perf_counter() - started, 1)}
-    text = json.dumps(doc, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(doc, args.json)
     tmp.cleanup()
 
 

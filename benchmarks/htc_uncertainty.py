@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from limited_angle_htc import DATA, PIXEL_512_MM, run_case  # noqa: E402
+from report import command_line, emit  # noqa: E402
 
 METHODS = ("gaussian", "dps", "dds", "reddiff")
 RANK_PIXELS = 50_000  # pixels drawn for the rank correlation (all 262,144 change it by < 0.005)
@@ -133,7 +134,7 @@ def main() -> None:
 
     doc = {
         "benchmark": "htc_uncertainty",
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": command_line(),
         "reference": "organisers' reconFullFbp / 0.14832 mm (1/mm) for coverage and rank correlation; "
                      "reconFullFbpSeg for the MCC",
         "goals": {"coverage": [0.85, 0.95], "rank_correlation": 0.6, "mcc_30deg_mean": 0.85},
@@ -142,10 +143,7 @@ def main() -> None:
         "machine": {"threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu"},
         "seconds_total": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(doc, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(doc, args.json)
     tmp.cleanup()
 
 

@@ -51,9 +51,16 @@ def _run_args(study, out: Path) -> list[str]:
     return ["run", "ct-gaussian", "--input", str(study[0]), "--output", str(out), *SETTINGS]
 
 
+def _as_a_terminal_job() -> None:
+    # A terminal's foreground job takes Ctrl-C by default; a test suite started in the background
+    # (`cmd &` in a script) has SIGINT ignored, and an ignored signal stays ignored through exec.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(study, out: Path, env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "inversa.flows.cli", *_run_args(study, out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_a_terminal_job)
 
 
 def _wait_for_a_region(child: subprocess.Popen, out: Path, timeout: float = 180) -> None:

@@ -90,23 +90,15 @@ def build_denoiser(config: dict) -> EDMDenoiser:
 
 def prior_from_arrays(arrays: dict[str, np.ndarray], config: dict, source: str = "",
                       device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
-    """Rebuild a prior from a checkpoint's arrays and config (read by ``data.checkpoints``).
+    """Rebuild a diffusion prior from a checkpoint's arrays and config (read by ``data.checkpoints``).
 
-    ``weights``: ``"ema"`` (the averaged weights, what sampling should use) or ``"model"``; a
-    shipped prior holds only its EMA weights.
+    ``weights``: ``"ema"`` (the averaged weights, what sampling should use) or ``"model"``. Any
+    family's checkpoint loads through ``families.prior_from_checkpoint``; this one insists on a
+    diffusion prior, for callers that need its denoiser.
     """
-    denoiser = build_denoiser(config)
-    prefix = f"{weights}."
-    state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
-    if not state:
-        raise ValueError(f"{source or 'checkpoint'}: no '{weights}' weights (has prefixes {sorted({k.split('.')[0] for k in arrays})})")
-    missing, unexpected = denoiser.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{source or 'checkpoint'}: weights do not fit the architecture in its config "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    norm = config.get("normalisation", {})
-    sampling = config.get("sampling", {})
-    return DiffusionPrior(denoiser.float().to(device), offset=norm.get("offset", 0.0), scale=norm.get("scale", 1.0),
-                          pixel_size_mm=config.get("data", {}).get("pixel_size_mm"),
-                          sigma_min=sampling.get("sigma_min", 0.002), sigma_max=sampling.get("sigma_max", 80.0),
-                          config=config, source=source)
+    from .families import prior_from_checkpoint
+
+    kind = config.get("kind", "diffusion-prior")
+    if kind != "diffusion-prior":
+        raise ValueError(f"{source or 'checkpoint'}: a {kind}, not a diffusion prior")
+    return prior_from_checkpoint(arrays, config, source, device, weights)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from .unet import EDMDenoiser
 
@@ -68,10 +70,16 @@ def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, p_mean: float, p_std: floa
 
 
 class Trainer:
-    """Holds the denoiser, its EMA copy and the optimiser; ``step`` trains on one batch."""
+    """Holds the network, its EMA copy and the optimiser; ``step`` trains on one batch.
 
-    def __init__(self, denoiser: EDMDenoiser, config: TrainingConfig):
+    ``loss(module, x0, generator) -> scalar`` is the family's training loss (see
+    ``families.PriorFamily``); without one, EDM's denoising loss trains a diffusion denoiser.
+    """
+
+    def __init__(self, denoiser: nn.Module, config: TrainingConfig,
+                 loss: Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         self.config = config
+        self.loss = loss or (lambda module, x0, generator: edm_loss(module, x0, config.p_mean, config.p_std, generator))
         self.denoiser = denoiser
         self.ema = copy.deepcopy(denoiser).eval()
         for p in self.ema.parameters():
@@ -94,8 +102,7 @@ class Trainer:
         k = self.completed
         device = next(self.denoiser.parameters()).device
         self.denoiser.train()
-        loss = edm_loss(self.denoiser, x0.to(device), self.config.p_mean, self.config.p_std,
-                        step_generator(self.config.seed, k, device))
+        loss = self.loss(self.denoiser, x0.to(device), step_generator(self.config.seed, k, device))
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:

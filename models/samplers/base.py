@@ -88,6 +88,11 @@ class Sampler:
     # Callers run ``sample`` under ``torch.no_grad()`` when True; False for samplers that
     # differentiate through their network (DPS), which need autograd enabled.
     no_grad: bool = True
+    # A sampler built on a trained prior names the constructor keyword that takes it (``denoiser``,
+    # ``vae``, ``flow``) and the prior families it works with (models/priors/families.py); a recipe
+    # then names a checkpoint in ``method.params.prior`` and the pipeline loads and passes it.
+    prior_param: str | None = None
+    prior_families: tuple[str, ...] = ()
 
     def sample(self, y, operator, noise_sigma=None, n: int = 1, generator: Generators = None,
                callback: StepCallback | None = None) -> SampleResult:

@@ -39,6 +39,8 @@ class DiffusionSampler(Sampler):
     """Shared set-up: the denoiser, the schedule and the ``(n, B) -> n * B`` flattening."""
 
     deterministic = False
+    prior_param = "denoiser"
+    prior_families = ("diffusion",)
 
     def __init__(self, denoiser=None, n_steps: int = 50, sigma_min: float = 0.01, sigma_max: float = 80.0,
                  rho: float = 7.0):

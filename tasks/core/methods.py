@@ -23,24 +23,36 @@ from typing import Any
 
 import torch
 
-from inversa.models.priors.prior import DiffusionPrior
-from inversa.models.samplers import REGISTRY, DiffusionSampler, Sampler
+from inversa.models.priors.families import family_of
+from inversa.models.samplers import REGISTRY, Sampler
 from inversa.tasks.core.params import ParameterSchema
 from inversa.tasks.core.priors import load_prior_cached
 
 PRIOR_PARAM = "prior"
-_FROM_PRIOR = ("denoiser",)  # constructor parameters the prior sets; a recipe must not
 
 
 def uses_prior(name: str) -> bool:
     """Methods whose network comes from a prior checkpoint named in the recipe."""
-    return issubclass(REGISTRY[name], DiffusionSampler)
+    return REGISTRY[name].prior_param is not None
 
 
-def prior_of(sampler: Sampler) -> DiffusionPrior | None:
-    """The trained prior a sampler works with, if any."""
-    denoiser = getattr(sampler, "denoiser", None)
-    return denoiser if isinstance(denoiser, DiffusionPrior) else None
+def prior_of(sampler: Sampler):
+    """The trained prior (loaded from a checkpoint) a sampler works with, if any.
+
+    A test may hand a sampler an exact, analytic prior instead; having no grid of its own
+    (``pixel_size_mm``), it is not a trained prior and the reconstruction keeps the recipe's grid."""
+    param = type(sampler).prior_param
+    prior = getattr(sampler, param, None) if param else None
+    return prior if hasattr(prior, "pixel_size_mm") and hasattr(prior, "config") else None
+
+
+def check_family(name: str, prior, path) -> None:
+    """Refuse a checkpoint of a family the method cannot use, naming both."""
+    wanted = REGISTRY[name].prior_families
+    got = family_of(prior.config).name
+    if got not in wanted:
+        raise ValueError(f"method {name!r} needs a {' or '.join(wanted)} prior; {path} is a {got} prior "
+                         f"(method.params.{PRIOR_PARAM})")
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,8 @@ class MethodCatalogue:
             raise ValueError(f"unknown method {name!r}; expected one of {', '.join(self.sorted_names)}")
         if name not in self._schemas:
             extra = {PRIOR_PARAM: (str | Path, ...)} if uses_prior(name) else {}
-            self._schemas[name] = ParameterSchema.of(name, REGISTRY[name].__init__, skip=_FROM_PRIOR, extra=extra)
+            skip = (REGISTRY[name].prior_param,) if uses_prior(name) else ()
+            self._schemas[name] = ParameterSchema.of(name, REGISTRY[name].__init__, skip=skip, extra=extra)
         return self._schemas[name]
 
     def defaults(self, name: str) -> dict[str, Any]:
@@ -107,15 +120,18 @@ class MethodCatalogue:
         params = dict(params)
         if not uses_prior(name):
             return REGISTRY[name](**params)
-        prior = load_prior_cached(params.pop(PRIOR_PARAM), device)
-        params.setdefault("sigma_min", prior.sigma_min)
-        params.setdefault("sigma_max", prior.sigma_max)
-        return REGISTRY[name](denoiser=prior, **params)
+        path = params.pop(PRIOR_PARAM)
+        prior = load_prior_cached(path, device)
+        check_family(name, prior, path)
+        for key, value in family_of(prior.config).sampler_defaults(prior).items():
+            params.setdefault(key, value)
+        return REGISTRY[name](**{REGISTRY[name].prior_param: prior}, **params)
 
     def provenance_params(self, sampler: Sampler, recipe_params: dict[str, Any]) -> dict[str, Any]:
         """The parameters a run used, for provenance: defaults, the recipe's, and the prior's noise range."""
         out = {**self.defaults(type(sampler).name), **recipe_params}
-        if prior_of(sampler) is not None:
-            out["sigma_min"] = float(sampler.sigma_min)
-            out["sigma_max"] = float(sampler.sigma_max)
+        prior = prior_of(sampler)
+        if prior is not None:
+            for key in family_of(prior.config).sampler_defaults(prior):
+                out[key] = float(getattr(sampler, key))
         return out

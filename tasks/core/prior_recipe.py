@@ -17,11 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from inversa.data.image_sets import image_set
 from inversa.models.priors.training import TrainingConfig
-from inversa.models.priors.unet import UNetConfig
+from inversa.models.priors.families import FAMILY_NAMES, family
 from inversa.tasks.core.recipe import RecipeError, read_recipe_fields
 
 
-def check_training_blocks(data: dict[str, Any], architecture: dict[str, Any], training: dict[str, Any]) -> None:
+def check_training_blocks(data: dict[str, Any], architecture: dict[str, Any], training: dict[str, Any],
+                          family_name: str = "diffusion") -> None:
     """Fail on a recipe's data, architecture or training block before any training starts.
 
     Raises ``ValueError`` naming the block and key (a ``TypeError`` from a dataclass would not
@@ -37,7 +38,8 @@ def check_training_blocks(data: dict[str, Any], architecture: dict[str, Any], tr
             raise ValueError(f"architecture.{key} {given} differs from the data's {key} {value}; "
                              f"leave it out (it is taken from the data)")
     try:
-        UNetConfig.from_dict({**architecture, "image_size": images.image_size, "in_channels": images.channels})
+        family(family_name).architecture.from_dict({**architecture, "image_size": images.image_size,
+                                                    "in_channels": images.channels})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"architecture: {exc}") from None
     unknown = set(training) - set(TrainingConfig.__dataclass_fields__)
@@ -76,6 +78,9 @@ class SamplingRange(_Strict):
 class PriorRecipe(_Strict):
     name: str
     description: str = ""
+    # What kind of network the recipe trains (models/priors/families.py); the architecture block
+    # is that family's configuration (a U-Net's for diffusion and flow matching, a VAE's for vae/hvae).
+    family: Literal[FAMILY_NAMES] = "diffusion"
     data: dict[str, Any] = Field(default_factory=lambda: {"source": "phantoms"})
     normalisation: Normalisation
     sigma_data: float = Field(default=0.5, gt=0)
@@ -89,7 +94,7 @@ class PriorRecipe(_Strict):
 
     @model_validator(mode="after")
     def _blocks_fit_their_consumers(self) -> "PriorRecipe":
-        check_training_blocks(self.data, self.architecture, self.training)
+        check_training_blocks(self.data, self.architecture, self.training, self.family)
         if self.output is not None and not self.output.strip():
             raise ValueError("output is empty")
         return self

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config
-from inversa.models.priors.prior import DiffusionPrior, prior_from_arrays
+from inversa.models.priors.families import prior_from_checkpoint
 from inversa.resources import priors_dir
 
 PRIOR_CHECKPOINT = "prior"  # the EMA-only checkpoint a training directory holds (tasks.core.training.PRIOR)
 
 _prior_lock = threading.Lock()
-_priors: dict[tuple, DiffusionPrior] = {}
+_priors: dict[tuple, Any] = {}
 
 
 class PriorNotFound(FileNotFoundError):
@@ -71,16 +71,16 @@ def prior_record(path: str | Path) -> dict[str, Any]:
     }
 
 
-def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
-    """A prior checkpoint (``NAME``, ``NAME.json`` or ``NAME.safetensors``) ready for sampling."""
+def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema"):
+    """A prior checkpoint (``NAME``, ``NAME.json`` or ``NAME.safetensors``) of any family, ready for sampling."""
     arrays, config = load_checkpoint(path)
     try:
-        return prior_from_arrays(arrays, config, source=str(path), device=device, weights=weights)
+        return prior_from_checkpoint(arrays, config, source=str(path), device=device, weights=weights)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
 
 
-def load_prior_cached(path: str | Path, device: str | torch.device = "cpu") -> DiffusionPrior:
+def load_prior_cached(path: str | Path, device: str | torch.device = "cpu"):
     """The prior at ``path`` on ``device``, loaded once per process while its files are unchanged."""
     resolved = resolve_prior_path(path)
     weights, meta = checkpoint_paths(resolved)

@@ -1,4 +1,4 @@
-"""Training a diffusion prior in resumable chunks: the work behind `inversa train-prior`.
+"""Training a prior (any family: diffusion, flow matching, VAE) in resumable chunks: the work behind `inversa train-prior`.
 
 A run lives in one directory: ``last.{safetensors,json}`` (network, EMA, optimiser; written at
 every checkpoint) and ``prior.{safetensors,json}`` (EMA weights only: the file samplers load).
@@ -20,10 +20,8 @@ import torch
 
 from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config, save_checkpoint
 from inversa.data.image_sets import image_set
-from inversa.models.priors.prior import DiffusionPrior, build_denoiser
-from inversa.models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
+from inversa.models.priors.families import family, family_of
 from inversa.models.priors.training import Trainer, TrainingConfig
-from inversa.models.priors.unet import UNetConfig
 from inversa.tasks.core.prior_recipe import PriorRecipe
 from inversa.tasks.core.stores import code_version
 
@@ -31,18 +29,22 @@ LAST, PRIOR = "last", "prior"
 
 
 def training_digest(recipe: PriorRecipe) -> str:
-    """What decides the weights: data, architecture, training, normalisation (not the output path)."""
-    keep = recipe.model_dump(include={"data", "architecture", "training", "normalisation", "sigma_data"})
+    """What decides the weights: family, data, architecture, training, normalisation (not the
+    output path). The family enters only when it is not diffusion, so the runs and priors made
+    before there were families keep their digests."""
+    fields = {"data", "architecture", "training", "normalisation", "sigma_data"}
+    keep = recipe.model_dump(include=fields | ({"family"} if recipe.family != "diffusion" else set()))
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def prior_config(recipe: PriorRecipe, images) -> dict[str, Any]:
     """The JSON half of every checkpoint of this run."""
-    arch = UNetConfig.from_dict({**recipe.architecture, "image_size": images.image_size,
-                                 "in_channels": images.channels})
+    fam = family(recipe.family)
+    arch = fam.architecture.from_dict({**recipe.architecture, "image_size": images.image_size,
+                                       "in_channels": images.channels})
     return {
         "name": recipe.name,
-        "kind": "diffusion-prior",
+        "kind": fam.kind,
         "architecture": arch.to_dict(),
         "sigma_data": recipe.sigma_data,
         "normalisation": recipe.normalisation.model_dump(),
@@ -121,12 +123,15 @@ class TrainingRun:
         self.output = Path(output)
         self.images = image_set(dict(recipe.data))
         self.config = prior_config(recipe, self.images)
+        self.family = family(recipe.family)
         self.norm = self.config["normalisation"]
         training = TrainingConfig(**self.config["training"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(training.seed)  # the initial weights are part of what the seed fixes
-            denoiser = build_denoiser(self.config)
-        self.trainer = Trainer(denoiser.to(device), training)
+            network = self.family.build(self.config)
+        loss = self.family.loss
+        self.trainer = Trainer(network.to(device), training,
+                               loss=lambda module, x0, generator: loss(module, x0, generator, training))
         self.history: list[dict[str, float]] = []
         self.device = device
         self.resumed_from = 0
@@ -179,33 +184,18 @@ class TrainingRun:
         return save_checkpoint(self.output / PRIOR, _numpy(self.trainer.state_tensors(False)),
                                {**meta, "history": self.history})
 
-    def prior(self) -> DiffusionPrior:
-        s = self.config["sampling"]
-        return DiffusionPrior(self.trainer.ema, self.norm["offset"], self.norm["scale"], self.images.pixel_size_mm,
-                              s["sigma_min"], s["sigma_max"], config=self.config, source=str(self.output / PRIOR))
+    def prior(self):
+        """The EMA network as samplers would use it (this family's prior, in physical units)."""
+        return self.family.wrap(self.trainer.ema, self.config, str(self.output / PRIOR))
 
 
-@torch.no_grad()
-def unconditional_samples(prior: DiffusionPrior, n: int, seed: int = 0, n_steps: int = 32) -> torch.Tensor:
-    """Draws from the prior alone (ancestral DDIM), to see what it has learned."""
-    g = torch.Generator().manual_seed(int(seed))
-    device = next(prior.denoiser.parameters()).device
-    levels = sigmas(n_steps, prior.sigma_min, prior.sigma_max).tolist()
-    x = prior.offset + levels[0] * torch.randn((n, *prior.shape), generator=g).to(device)
-    for s, s_next in zip(levels[:-1], levels[1:]):
-        x0 = prior(x, s)
-        noise = torch.randn((n, *prior.shape), generator=g).to(device) if s_next > 0 else None
-        x = ddim_step(x0, epsilon_from_x0(x, x0, s), s, s_next, 1.0, noise)
-    return x.cpu()
-
-
-def preview_strip(prior: DiffusionPrior, n: int = 8, seed: int = 0) -> np.ndarray:
+def preview_strip(prior, n: int = 8, seed: int = 0) -> np.ndarray:
     """``n`` prior samples side by side, mapped from the training range to [0, 1].
 
     A fixed scale (not per-image percentiles) so that previews from successive checkpoints
     can be compared by eye.
     """
-    samples = unconditional_samples(prior, n, seed).numpy()
+    samples = family_of(prior.config).unconditional(prior, n, seed).numpy()
     lo, hi = prior.offset - 0.5 * prior.scale, prior.offset + 0.5 * prior.scale
     if samples.ndim == 4:  # channels: a complex image (real, imaginary) is shown by its magnitude
         samples = np.sqrt(np.sum(samples ** 2, axis=1)) if samples.shape[1] == 2 else samples[:, 0]

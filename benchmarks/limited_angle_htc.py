@@ -41,7 +41,7 @@ RECIPE = "htc2022-limited"
 PIXEL_512_MM = 0.14832
 # DESIGN.md: ASTRA 2.5 SIRT, 200 iterations, non-negative, 512 x 512, start 0 degrees.
 # Methods with a recipe of their own (htc2022-<method>.yaml): the diffusion samplers.
-OWN_RECIPES = ("dps", "dds", "reddiff")
+OWN_RECIPES = ("gaussian", "dps", "dds", "reddiff")  # methods with an htc2022-<method> recipe
 ASTRA_SIRT = {"ta": {90: 0.81, 60: 0.65, 30: 0.60}, "tb": {90: 0.77, 60: 0.64, 30: 0.46}}
 
 
@@ -76,7 +76,7 @@ def run_case(phantom, wedge, start, method, grid, workdir, extra_sets, reference
 
     overrides = [f"angular_range_deg={wedge}", f"start_angle_deg={start}"]
     recipe_name = RECIPE
-    if method in OWN_RECIPES:  # a diffusion sampler: its own HTC recipe, with the shipped prior
+    if method in OWN_RECIPES:  # its own HTC recipe (the shipped prior, or a working grid)
         recipe_name = f"htc2022-{method}"
     elif method != load_recipe(RECIPE).method.name:  # another method: the recipe's parameters are not its own
         overrides += [f"method.name={method}", "method.params={}"]

@@ -177,3 +177,29 @@ def test_input_changed_mid_run_fails_and_keeps_the_store_true_to_its_digest(stud
     reconstruct(recipe)
     got, want = xr.open_zarr(tmp_path / "run.zarr"), xr.open_zarr(reference["store"])
     np.testing.assert_array_equal(got["mean"].values, want["mean"].values)
+
+
+def test_a_working_grid_solves_coarse_and_writes_the_output_grid(study, tmp_path):
+    """A method without a prior solves on the recipe's working grid and the store holds that result
+    resampled to the output grid: exactly the coarse run's mean, bilinear at the output pixel centres."""
+    from inversa.models.resampling import Grid, GridResampler
+
+    coarse = reconstruct(load_recipe("ct-fbp", ["grid.size=16", "grid.pixel_size_mm=4.8"], input=str(study[0]),
+                                     output=str(tmp_path / "c.zarr")))
+    fine = reconstruct(_recipe("ct-fbp", study, tmp_path / "f.zarr", "working_grid.size=16"))
+    coarse_mean = xr.open_zarr(coarse["store"])["mean"].values
+    ds = xr.open_zarr(fine["store"])
+    assert ds["mean"].shape == (4, 32, 32)
+    resampler = GridResampler(Grid(16, 4.8), Grid(32, 2.4))
+    import torch
+    expected = resampler(torch.from_numpy(coarse_mean).double()).numpy()
+    np.testing.assert_allclose(ds["mean"].values, expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(ds["mean"].values, xr.open_zarr(
+        reconstruct(_recipe("ct-fbp", study, tmp_path / "d.zarr"))["store"])["mean"].values, atol=1e-4)
+
+
+def test_a_working_grid_is_refused_for_a_method_with_a_prior(study, tmp_path):
+    from inversa.tasks.core.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="working_grid: method 'dds' works on its prior's grid"):
+        _recipe("ct-dds", study, tmp_path / "x.zarr", "working_grid.size=16")

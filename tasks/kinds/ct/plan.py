@@ -101,10 +101,10 @@ def interval_attrs(plan: CTPlan) -> dict[str, Any]:
     if plan.samples <= 1:
         return {"interval_kind": "none (point estimate: std, lower and upper are NaN)", "units": UNITS}
     attrs = {"interval_kind": INTERVAL_KIND, "interval_definition": INTERVAL_DESCRIPTION, "units": UNITS}
-    if plan.prior is not None and (plan.working_image_size, plan.working_pixel_size_mm) != (
-            plan.image_size, plan.pixel_size_mm):
+    if (plan.working_image_size, plan.working_pixel_size_mm) != (plan.image_size, plan.pixel_size_mm):
+        whose = "the prior's" if plan.prior is not None else "the recipe's working"
         attrs["resampling"] = (
-            f"sampled on the prior's {plan.working_image_size} x {plan.working_image_size} grid of "
+            f"sampled on {whose} {plan.working_image_size} x {plan.working_image_size} grid of "
             f"{plan.working_pixel_size_mm:g} mm, bilinear to the output grid at its pixel centres; "
             + OUTSIDE_VIEW_DESCRIPTION
         )

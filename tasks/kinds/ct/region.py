@@ -97,7 +97,7 @@ def reconstruct_region(store: ResultStore, index: int, recipe: CTRecipe,
         "noise_sigma": [float(s) for s in sigma.cpu()],
         "device": str(device),
     }
-    if setup.prior is not None:
+    if setup.prior is not None or setup.work != setup.grid:
         info["working_grid"] = {"size": setup.work.size, "pixel_size_mm": setup.work.pixel_size_mm}
     if std is not None:
         info["interval_scale"] = scale

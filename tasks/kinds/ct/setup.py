@@ -9,12 +9,12 @@ the resampler from it to the output grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import xarray as xr
 
 from inversa.models.physics.tomography import CTGeometry
-from inversa.models.priors.prior import DiffusionPrior
 from inversa.models.resampling import Grid, GridResampler, working_grid
 from inversa.models.samplers import Sampler
 from inversa.tasks.core.devices import resolve_device
@@ -31,7 +31,7 @@ class Setup:
     geometry: CTGeometry  # of the working grid
     device: torch.device
     sampler: Sampler
-    prior: DiffusionPrior | None
+    prior: Any  # the sampler's trained prior (any family), or None
 
     @property
     def resampler(self) -> GridResampler:
@@ -66,6 +66,17 @@ def validated(measurement: xr.Dataset, grid: Grid, recipe: CTRecipe) -> CTGeomet
         raise ValueError(f"{recipe.input}: {geometry_words(str(exc))}") from None
 
 
+def solving_grid(recipe: CTRecipe, grid: Grid) -> Grid:
+    """The recipe's ``working_grid`` for a method without a prior, over the output's field of view
+    unless it sets its own pixel size; else the output grid itself."""
+    spec = recipe.working_grid
+    if spec is None or (spec.size is None and spec.pixel_size_mm is None):
+        return grid
+    fov = grid.size * grid.pixel_size_mm
+    size = spec.size or max(8, round(fov / spec.pixel_size_mm))
+    return Grid(size=int(size), pixel_size_mm=float(spec.pixel_size_mm or fov / size))
+
+
 def setup_for(recipe: CTRecipe, device: torch.device | None = None) -> Setup:
     """The run's pieces; ``device`` defaults to the recipe's (``auto``: a GPU when there is one)."""
     device = resolve_device(recipe.device) if device is None else device
@@ -73,6 +84,6 @@ def setup_for(recipe: CTRecipe, device: torch.device | None = None) -> Setup:
     grid = grid_for(recipe, measurement)
     sampler = build_sampler(recipe.method.name, recipe.method.params, device)
     prior = prior_of(sampler)
-    work = working_grid(prior, grid) if prior is not None else grid
+    work = working_grid(prior, grid) if prior is not None else solving_grid(recipe, grid)
     geometry = validated(measurement, work, recipe)
     return Setup(measurement, grid, work, geometry, device, sampler, prior)

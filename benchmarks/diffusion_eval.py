@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 from inversa.data.synthetic import simulate_ct_study  # noqa: E402
 from inversa.models.samplers import FBP, TV, GaussianPosterior  # noqa: E402
 from inversa.models.samplers.diffusion import DDS, DPS, REDDiff  # noqa: E402
-from inversa.models.uq import (conformal_interval_scale, coverage, interval_scores, mcc_otsu, psnr,  # noqa: E402
-                       scale_interval, ssim)
+from inversa.models.conformal import conformal_interval_scale  # noqa: E402
+from inversa.models.uq import coverage, interval_scores, mcc_otsu, psnr, scale_interval, ssim  # noqa: E402
 from inversa.models.resampling import Grid
 from inversa.tasks.kinds.ct.measurement import geometry_for, operator_for  # noqa: E402
 from inversa.tasks.core.priors import load_prior  # noqa: E402

@@ -11,7 +11,7 @@ levels so a calibration plot can show the whole curve.
 
 Units are what exchangeability is assumed over: whole simulated images, tiles of them, or
 spatial blocks of withheld field observations. Each unit's loss is the fraction of its
-(band's) points outside the interval, as in ``models.uq.conformal_interval_scale``.
+(band's) points outside the interval (``conformal_interval_scale`` below, with whole images as units).
 """
 
 from __future__ import annotations
@@ -195,3 +195,22 @@ def coverage_by_band(record: dict[str, Any], mean, std, lower, upper, truth) -> 
         out.append({"std_low": b["std_low"], "std_high": b["std_high"], "fraction": float(sel.mean()),
                     "coverage": float(inside[sel].mean()) if sel.any() else float("nan")})
     return out
+
+
+def conformal_interval_scale(scores, alpha: float = 0.1) -> float:
+    """The smallest factor ``lam`` that keeps expected pixel miscoverage at or below ``alpha``,
+    with whole images as the conformal units.
+
+    Conformal risk control (Angelopoulos et al.; applied to diffusion posteriors by Teneggi et al.,
+    "How to Trust Your Diffusion Model"): with ``n`` calibration images, loss ``L_i(lam)`` = the
+    fraction of image ``i``'s pixels outside the interval scaled by ``lam``. ``scores``: ``(n, ...)``
+    from ``models.uq.interval_scores``, one row per calibration image.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim < 2 or s.shape[0] < 1:
+        raise ValueError(f"conformal_interval_scale: scores must be (n_images, ...) with n >= 1, got shape {s.shape}")
+    lam = risk_controlled_scale(list(s.reshape(s.shape[0], -1)), alpha)
+    if not np.isfinite(lam):
+        raise ValueError("conformal_interval_scale: too many pixels have zero-width intervals and miss the truth; "
+                         "no finite scale reaches the target coverage")
+    return float(lam)

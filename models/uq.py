@@ -235,41 +235,6 @@ def interval_scores(mean, lower, upper, truth) -> np.ndarray:
     return scores
 
 
-def conformal_interval_scale(scores, alpha: float = 0.1) -> float:
-    """The smallest factor ``lam`` that keeps expected pixel miscoverage at or below ``alpha``.
-
-    Conformal risk control (Angelopoulos et al.; applied to diffusion posteriors by Teneggi et al.,
-    "How to Trust Your Diffusion Model"): with ``n`` calibration images, loss ``L_i(lam)`` = the
-    fraction of image ``i``'s pixels outside the interval scaled by ``lam``, choose the smallest
-    ``lam`` with ``n/(n+1) * mean_i L_i(lam) + 1/(n+1) <= alpha``. For a new exchangeable image
-    the expected fraction of uncovered pixels is then at most ``alpha``. ``scores``:
-    ``(n, ...)`` from :func:`interval_scores`, one row per calibration image.
-    """
-    s = _array(scores, "scores")
-    if s.ndim < 2 or s.shape[0] < 1:
-        raise ValueError(f"conformal_interval_scale: scores must be (n_images, ...) with n >= 1, got shape {s.shape}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"conformal_interval_scale: alpha must be in (0, 1), got {alpha}")
-    n = s.shape[0]
-    if 1.0 / (n + 1) > alpha:
-        raise ValueError(f"conformal_interval_scale: {n} calibration images cannot certify alpha={alpha}; "
-                         f"need at least {int(np.ceil(1 / alpha - 1))}")
-    per_image = s.reshape(n, -1)
-    pixels = per_image.shape[1]
-    # Pooled: every image has the same pixel count, so the mean of per-image losses is the pooled
-    # fraction. Risk at lam = (number of scores > lam) / (n * pixels).
-    flat = np.sort(per_image.ravel())
-    budget = ((n + 1) * alpha - 1) / n  # allowed empirical risk
-    allowed = int(np.floor(budget * n * pixels + 1e-9))  # scores allowed above lam
-    if allowed >= flat.size:
-        return 0.0
-    lam = flat[flat.size - 1 - allowed]
-    if not np.isfinite(lam):
-        raise ValueError("conformal_interval_scale: too many pixels have zero-width intervals and miss the truth; "
-                         "no finite scale reaches the target coverage")
-    return float(lam)
-
-
 def scale_interval(mean, lower, upper, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """Widen (``lam > 1``) or narrow the interval about the mean by ``lam``."""
     m, lo, hi = (_array(a, n) for a, n in ((mean, "mean"), (lower, "lower"), (upper, "upper")))

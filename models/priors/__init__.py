@@ -8,10 +8,12 @@ prior with a known answer, can stand behind that call.
 """
 
 from .gaussian_denoiser import GaussianDenoiser
-from .prior import DiffusionPrior, build_denoiser, prior_from_arrays
+from .families import FAMILY_NAMES, PriorFamily, family, family_of, prior_from_checkpoint
+from .prior import DiffusionPrior, build_denoiser
 from .schedule import ddim_step, epsilon_from_x0, sigmas
 from .training import Trainer, TrainingConfig, edm_loss
 from .unet import EDMDenoiser, UNet, UNetConfig
 
 __all__ = ["DiffusionPrior", "EDMDenoiser", "GaussianDenoiser", "Trainer", "TrainingConfig", "UNet", "UNetConfig",
-           "build_denoiser", "ddim_step", "edm_loss", "epsilon_from_x0", "prior_from_arrays", "sigmas"]
+           "build_denoiser", "ddim_step", "edm_loss", "epsilon_from_x0", "sigmas",
+           "FAMILY_NAMES", "PriorFamily", "family", "family_of", "prior_from_checkpoint"]

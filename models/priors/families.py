@@ -46,7 +46,7 @@ class PriorFamily:
     loss: Callable[[nn.Module, torch.Tensor, torch.Generator | None, TrainingConfig], torch.Tensor]
     wrap: Callable[[nn.Module, dict, str], Any]
     unconditional: Callable[[Any, int, int], torch.Tensor]
-    architecture: type  # the config class of ``config["architecture"]`` (UNetConfig, VAEConfig)
+    architecture: Any  # what reads ``config["architecture"]``: ``.from_dict`` (UNetConfig, VAEConfig)
     sampler_defaults: Callable[[Any], dict] = lambda prior: {}
 
 
@@ -85,6 +85,21 @@ def _flow() -> PriorFamily:
         architecture=UNetConfig)
 
 
+class _ArchitectureOf:
+    """A config class with one field fixed by the family (a VAE's ``kind``: ``vae`` or ``hvae``),
+    so a prior recipe's ``family`` and its architecture cannot disagree."""
+
+    def __init__(self, cls: type, **fixed: Any):
+        self.cls, self.fixed = cls, fixed
+
+    def from_dict(self, d: dict):
+        clash = {k: d[k] for k, v in self.fixed.items() if k in d and d[k] != v}
+        if clash:
+            raise ValueError(f"{', '.join(f'{k}: {v!r}' for k, v in clash.items())} contradicts the recipe's family "
+                             f"({', '.join(f'{k} {v!r}' for k, v in self.fixed.items())}); leave it out")
+        return self.cls.from_dict({**d, **self.fixed})
+
+
 def _vae(name: str) -> Callable[[], PriorFamily]:
     def make() -> PriorFamily:
         from .vae import VAEConfig, VAEPrior, build_vae, unconditional_vae_samples, vae_loss
@@ -92,12 +107,13 @@ def _vae(name: str) -> Callable[[], PriorFamily]:
         def wrap(module, config, source):
             norm = config.get("normalisation", {})
             return VAEPrior(module, offset=norm.get("offset", 0.0), scale=norm.get("scale", 1.0),
-                            pixel_size_mm=config.get("data", {}).get("pixel_size_mm"), config=config, source=source)
+                            pixel_size_mm=config.get("data", {}).get("pixel_size_mm"), config=config, source=source,
+                            sigma_data=float(config.get("sigma_data", 0.5)))
 
         return PriorFamily(
             name=name, kind=f"{name}-prior", build=build_vae,
             loss=lambda module, x0, generator, training: vae_loss(module, x0, generator),
-            wrap=wrap, unconditional=unconditional_vae_samples, architecture=VAEConfig)
+            wrap=wrap, unconditional=unconditional_vae_samples, architecture=_ArchitectureOf(VAEConfig, kind=name))
     return make
 
 

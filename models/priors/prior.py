@@ -9,7 +9,6 @@ recorded in the checkpoint.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .unet import EDMDenoiser, UNet, UNetConfig
@@ -86,19 +85,3 @@ def build_denoiser(config: dict) -> EDMDenoiser:
         raise ValueError("prior config lacks 'architecture'")
     arch = UNetConfig.from_dict(dict(config["architecture"]))
     return EDMDenoiser(UNet(arch), sigma_data=float(config.get("sigma_data", 0.5)))
-
-
-def prior_from_arrays(arrays: dict[str, np.ndarray], config: dict, source: str = "",
-                      device: str | torch.device = "cpu", weights: str = "ema") -> DiffusionPrior:
-    """Rebuild a diffusion prior from a checkpoint's arrays and config (read by ``data.checkpoints``).
-
-    ``weights``: ``"ema"`` (the averaged weights, what sampling should use) or ``"model"``. Any
-    family's checkpoint loads through ``families.prior_from_checkpoint``; this one insists on a
-    diffusion prior, for callers that need its denoiser.
-    """
-    from .families import prior_from_checkpoint
-
-    kind = config.get("kind", "diffusion-prior")
-    if kind != "diffusion-prior":
-        raise ValueError(f"{source or 'checkpoint'}: a {kind}, not a diffusion prior")
-    return prior_from_checkpoint(arrays, config, source, device, weights)

@@ -3,18 +3,21 @@
 Point estimates (FBP, Tikhonov by CGLS, TV by primal-dual; for MRI zero-filled, CG-SENSE and
 L1-wavelet CS) and posterior samplers answer the same call with the same ``SampleResult``, so
 the pipeline treats them alike; ``REGISTRY`` maps a recipe's method name to the class whose
-constructor keywords are the method's parameters. The diffusion samplers take their network as
-``denoiser=``; turning a recipe's checkpoint path into that denoiser is file work and belongs to
-``tasks.methods``, so the registry holds classes only.
+constructor keywords are the method's parameters. Samplers built on a trained prior take it by
+the keyword their class names (``prior_param``: ``denoiser=`` for diffusion, ``flow=`` for
+FlowDPS, ``vae=`` for the VAE methods); turning a recipe's checkpoint path into that prior is
+file work and belongs to ``tasks.core.methods``, so the registry holds classes only.
 """
 
 from .base import SampleResult, Sampler, StepCallback
 from .cgls import Tikhonov
 from .diffusion import DDS, DPS, DiffusionSampler, REDDiff
 from .fbp import FBP, fbp_reconstruct
+from .flow import FlowDPS
 from .gaussian import GaussianPosterior
 from .mri import CGSense, L1WaveletCS, ZeroFilled
 from .tv import TV
+from .vae import VBLE, LatentLangevin, PnPHVAE, VAESampler
 
 REGISTRY: dict[str, type[Sampler]] = {
     FBP.name: FBP,
@@ -24,6 +27,10 @@ REGISTRY: dict[str, type[Sampler]] = {
     DPS.name: DPS,
     DDS.name: DDS,
     REDDiff.name: REDDiff,
+    FlowDPS.name: FlowDPS,
+    VBLE.name: VBLE,
+    PnPHVAE.name: PnPHVAE,
+    LatentLangevin.name: LatentLangevin,
     ZeroFilled.name: ZeroFilled,
     CGSense.name: CGSense,
     L1WaveletCS.name: L1WaveletCS,
@@ -32,4 +39,5 @@ REGISTRY: dict[str, type[Sampler]] = {
 __all__ = [
     "REGISTRY", "Sampler", "SampleResult", "StepCallback", "FBP", "fbp_reconstruct", "GaussianPosterior",
     "Tikhonov", "TV", "DiffusionSampler", "DPS", "DDS", "REDDiff", "ZeroFilled", "CGSense", "L1WaveletCS",
+    "FlowDPS", "VAESampler", "VBLE", "PnPHVAE", "LatentLangevin",
 ]

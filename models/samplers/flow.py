@@ -85,6 +85,7 @@ class FlowDPS(Sampler):
 
     name = "flowdps"
     prior_param = "flow"  # the constructor keyword that takes the prior
+    prior_families = ("flow-matching",)
     deterministic = False
     CONSISTENCY = ("posterior", "krylov")
     NOISE_MIXING = ("flowdps", "ancestral")

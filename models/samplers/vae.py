@@ -91,6 +91,7 @@ class VAESampler(Sampler):
     """Shared set-up: the prior, the start, the likelihood and the per-slice noise."""
 
     prior_param = "vae"
+    prior_families = ("vae", "hvae")  # a plain VAE is a one-scale ladder to every method here
     deterministic = False
     no_grad = False
 

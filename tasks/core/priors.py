@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config
-from inversa.models.priors.families import prior_from_checkpoint
+from inversa.models.priors.families import family_of, prior_from_checkpoint
 from inversa.resources import priors_dir
 
 PRIOR_CHECKPOINT = "prior"  # the EMA-only checkpoint a training directory holds (tasks.core.training.PRIOR)
@@ -64,6 +64,7 @@ def prior_record(path: str | Path) -> dict[str, Any]:
         "path": str(resolved),
         "weights_sha256": config.get("weights_sha256"),
         "name": config.get("name"),
+        "family": family_of(config).name,
         "completed_steps": config.get("completed_steps"),
         "kind": data.get("kind"),
         "image_size": data.get("image_size"),

@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inversa.models.conformal import (NotCertifiable, calibrate_gaussian, coverage_by_band, risk_controlled_scale,
-                                      sample_std_factor, scale_map)
-from inversa.models.uq import conformal_interval_scale, gaussian_interval, interval_scores
+from inversa.models.conformal import (NotCertifiable, calibrate_gaussian, conformal_interval_scale, coverage_by_band,
+                                      risk_controlled_scale, sample_std_factor, scale_map)
+from inversa.models.uq import gaussian_interval, interval_scores
+
+
+def _pooled_order_statistic(scores, alpha):
+    """Risk control with equal-sized units written the other way: pooled, the risk at ``lam`` is the
+    count of scores above it over all pixels, so ``lam`` is one order statistic of the sorted pool."""
+    n = scores.shape[0]
+    flat = np.sort(scores.reshape(n, -1).ravel())
+    allowed = int(np.floor(((n + 1) * alpha - 1) / n * flat.size + 1e-9))
+    return 0.0 if allowed >= flat.size else float(flat[flat.size - 1 - allowed])
 
 
 def _images(rng, n, wrong_low=0.5, wrong_high=3.0, size=24):
@@ -23,7 +32,9 @@ def test_equal_units_give_the_pooled_risk_control_scale():
     rng = np.random.default_rng(0)
     m, s, x = _images(rng, 20)
     lower, upper = gaussian_interval(m, s, 0.9)
-    pooled = conformal_interval_scale(interval_scores(m, lower, upper, x), 0.1)
+    scores = interval_scores(m, lower, upper, x)
+    pooled = _pooled_order_statistic(scores, 0.1)
+    assert conformal_interval_scale(scores, 0.1) == pytest.approx(pooled, rel=1e-12)
     record = calibrate_gaussian(list(m), list(s), list(x), 0.9, 0.1, bands=1)
     assert record["scale"] == pytest.approx(pooled, rel=1e-5)
 

@@ -20,11 +20,17 @@ import torch
 from inversa.models.physics.base import MatrixOperator
 from inversa.models.physics.tomography import CTGeometry, ct_operator
 from inversa.models.priors import GaussianDenoiser
+from inversa.models.priors.gaussian_flow import GaussianFlow
+from inversa.models.priors.vae import LinearVAEPrior
 from inversa.models.samplers import (
     DDS,
     DPS,
     FBP,
     REGISTRY,
+    VBLE,
+    FlowDPS,
+    LatentLangevin,
+    PnPHVAE,
     TV,
     CGSense,
     GaussianPosterior,
@@ -40,6 +46,9 @@ N, B, DRAWS, SIGMA = 16, 2, 3, 0.01
 N_STEPS = 5
 PER_CALL = ("nfe", "iterations", "cg_iterations", "cg_residual", "residual", "steps", "last_mean")
 MRI_METHODS = ("zero-filled", "cg-sense", "cs")
+# A linear decoder with a Gaussian latent: the VAE samplers' exact stand-in (8 latents, 16 x 16 images).
+LINEAR_VAE = LinearVAEPrior(0.01 * torch.randn(N * N, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64),
+                            0.02, (N, N), gamma=0.005)
 COILS = 4
 
 
@@ -88,6 +97,11 @@ def build(name: str, den) -> Sampler:
         "dps": lambda: DPS(den, n_steps=N_STEPS, sigma_max=1.0),
         "dds": lambda: DDS(den, n_steps=N_STEPS, sigma_max=1.0, cg_steps=3),
         "reddiff": lambda: REDDiff(den, n_steps=N_STEPS),
+        "flowdps": lambda: FlowDPS(GaussianFlow(0.02, 1e-3 * torch.eye(N * N, dtype=torch.float64), (N, N),
+                                                offset=0.02, scale=0.05), n_steps=N_STEPS, cg_steps=3),
+        "vble": lambda: VBLE(LINEAR_VAE, n_iter=N_STEPS, mc_samples=2),
+        "pnp-hvae": lambda: PnPHVAE(LINEAR_VAE, n_iter=N_STEPS, cg_steps=3),
+        "vae-langevin": lambda: LatentLangevin(LINEAR_VAE, map_steps=2, burn_in=N_STEPS - 2, thin=1),
         "zero-filled": lambda: ZeroFilled(),
         "cg-sense": lambda: CGSense(max_iter=20, tol=1e-10),
         "cs": lambda: L1WaveletCS(lam=0.01, max_iter=30, tol=1e-3, level=2),

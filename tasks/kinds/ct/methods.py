@@ -9,7 +9,8 @@ import torch
 from inversa.models.samplers import Sampler
 from inversa.tasks.core.methods import PRIOR_PARAM, MethodCatalogue, prior_of, uses_prior
 
-CT_METHODS = MethodCatalogue(("fbp", "tikhonov", "tv", "gaussian", "dps", "dds", "reddiff"),
+CT_METHODS = MethodCatalogue(("fbp", "tikhonov", "tv", "gaussian", "dps", "dds", "reddiff", "flowdps", "vble", "pnp-hvae",
+                              "vae-langevin"),
                              example_prior="priors/htc-discs-64")
 
 __all__ = ["CT_METHODS", "PRIOR_PARAM", "build_sampler", "coerce_method_params", "method_defaults", "method_names",

@@ -10,4 +10,5 @@ from __future__ import annotations
 
 from inversa.tasks.core.methods import MethodCatalogue
 
-MRI_METHODS = MethodCatalogue(("zero-filled", "cg-sense", "cs", "dds", "dps"), example_prior="priors/mri-brain-64")
+MRI_METHODS = MethodCatalogue(("zero-filled", "cg-sense", "cs", "dds", "dps", "flowdps", "vble", "pnp-hvae",
+                                "vae-langevin"), example_prior="priors/mri-brain-64")

@@ -1,0 +1,109 @@
+"""Every prior family through the same doors: train-prior's run directory, the checkpoint, the
+recipe's ``method.params.prior`` and the reconstruct flow, with tiny priors trained for a few steps.
+
+The diffusion family has its own suite (test_diffusion_pipeline.py); here the other families must
+work through the very same code with no branch on their names, and a method must refuse a prior
+of a family it cannot use with a message naming both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from inversa.data.checkpoints import read_config
+from inversa.data.store import ResultStore
+from inversa.flows.reconstruct import reconstruct
+from inversa.models.priors.families import FAMILY_NAMES, family, family_of
+from inversa.tasks.core.prior_recipe import load_prior_recipe
+from inversa.tasks.core.priors import load_prior
+from inversa.tasks.core.recipe import RecipeError, load_recipe
+from inversa.tasks.core.training import TrainingRun, check_run_directory, training_digest
+from tests.flows.helpers import tiny_study
+
+TINY = ["data.image_size=16", "training.steps=3", "training.batch_size=2"]
+# (prior recipe, tiny architecture, method that uses it, its parameters for a quick run)
+FAMILIES = {
+    "flow-matching": ("prior-htc-discs-flow", ["architecture.channels=[8,16]", "architecture.attention_levels=[1]"],
+                      "flowdps", {"n_steps": 4, "cg_steps": 2}),
+    "vae": ("prior-htc-discs-vae", ["architecture.channels=[8,16]"], "vble", {"n_iter": 5, "mc_samples": 2}),
+    "hvae": ("prior-htc-discs-hvae", ["architecture.channels=[8,16]", "architecture.latent_channels=[4,2]"],
+             "pnp-hvae", {"n_iter": 4, "cg_steps": 2}),
+}
+
+
+def tiny_prior(directory, name):
+    recipe_name, arch, _, _ = FAMILIES[name]
+    run = TrainingRun(load_prior_recipe(recipe_name, TINY + arch), directory)
+    run.train(3)
+    run.save()
+    return directory / "prior"
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def trained(request, tmp_path_factory):
+    return request.param, tiny_prior(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return tiny_study(tmp_path_factory.mktemp("study"), n_slices=2)
+
+
+def test_every_family_is_known_by_its_checkpoint_kind():
+    for name in FAMILY_NAMES:
+        assert family_of({"kind": family(name).kind}).name == name
+    with pytest.raises(ValueError, match="checkpoint kind 'gan-prior' is not a prior this version knows"):
+        family_of({"kind": "gan-prior"})
+
+
+def test_a_checkpoint_records_its_family_and_loads_back_as_that_family(trained):
+    name, path = trained
+    config = read_config(path)
+    assert family_of(config).name == name
+    prior = load_prior(path)
+    assert type(prior) is type(family(name).wrap(family(name).build(config), config, ""))
+    assert prior.shape == (16, 16) and prior.pixel_size_mm == pytest.approx(76.0 / 16)
+
+
+def test_the_family_is_part_of_the_training_digest_so_runs_of_two_families_never_mix(trained, tmp_path):
+    name, path = trained
+    recipe = load_prior_recipe(FAMILIES[name][0], TINY + FAMILIES[name][1])
+    assert check_run_directory(recipe, path.parent) == 3  # its own recipe resumes (here: is done)
+    other = next(f for f in FAMILY_NAMES if f != name)
+    relabelled = recipe.model_copy(update={"family": other})  # the same blocks under another family
+    assert training_digest(recipe) != training_digest(relabelled)
+    with pytest.raises(ValueError, match="another recipe"):
+        check_run_directory(relabelled, path.parent)
+
+
+def test_the_method_runs_through_the_reconstruct_flow_with_calibrated_intervals(trained, study, tmp_path):
+    name, path = trained
+    _, _, method, params = FAMILIES[name]
+    measurement, truth = study
+    recipe = load_recipe({"name": f"ct-{method}", "method": {"name": method, "params": {"prior": str(path), **params}},
+                          "samples": 4, "region_size": 1, "calibration": {"pairs": 2}},
+                         input=str(measurement), reference=str(truth), output=str(tmp_path / "out.zarr"))
+    result = reconstruct(recipe)
+    ds = xr.open_zarr(result["store"])
+    assert ds["mean"].shape == (2, 32, 32)
+    for var in ("mean", "std", "lower", "upper"):
+        assert np.isfinite(ds[var].values).all(), var
+    assert (ds["std"].values > 0).all()
+    store = ResultStore.open(result["store"])
+    assert store.provenance["method"] == method
+    assert store.provenance["prior"]["weights_sha256"] == read_config(path)["weights_sha256"]
+    assert store.provenance["prior"]["family"] == name
+    record = store.read_meta_json("calibration.json")
+    assert record is not None and record["scale"] > 0  # the calibration step applies to every family
+
+
+def test_a_method_refuses_a_prior_of_another_family(trained, study, tmp_path):
+    name, path = trained
+    measurement, _ = study
+    wanted = "diffusion"
+    recipe = load_recipe("ct-dds", [f"method.params.prior={path}", "calibration=off"], input=str(measurement),
+                         output=str(tmp_path / "x.zarr"))
+    with pytest.raises((ValueError, RecipeError), match=f"method 'dds' needs a {wanted} prior; .* is a {name} prior"):
+        reconstruct(recipe)

@@ -137,12 +137,6 @@ CT_DIGESTS = {
 }
 
 
-# The HTC2022 diffusion recipes moved to the sharper 128 x 128 prior (issue 15): new weights, a new
-# computation, so their digests moved on purpose; with the old prior they are the old computation.
-OLD_PRIOR = {name: ["method.params.prior=priors/htc-discs-64"] for name in ("htc2022-dds", "htc2022-dps",
-                                                                            "htc2022-reddiff")}
-
-
 @pytest.mark.parametrize("name", sorted(CT_DIGESTS))
 def test_ct_recipe_digests_are_unchanged_by_problem_kinds(name):
     # Calibration on by default (issue 15) is a different computation, so a stochastic recipe's
@@ -152,7 +146,7 @@ def test_ct_recipe_digests_are_unchanged_by_problem_kinds(name):
         assert recipe.digest() == CT_DIGESTS[name]
     else:
         assert recipe.digest() != CT_DIGESTS[name]
-        assert load_recipe(name, ["calibration=off", *OLD_PRIOR.get(name, [])]).digest() == CT_DIGESTS[name]
+        assert load_recipe(name, ["calibration=off"]).digest() == CT_DIGESTS[name]
 
 
 SMALL_PINN = ["method.params.members=4", "method.params.width=16", "method.params.depth=2",

@@ -51,7 +51,10 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
     """
     table = [{"metric": k, "value": _fmt(v)} for k, v in summary.items()]
     prov = store.provenance
-    preview = kind_of_provenance(prov).preview(store, 0)
+    try:
+        shown = preview_markdown(kind_of_provenance(prov).preview(store, 0), "Preview")
+    except ValueError as exc:  # the first image's region was not written (a partial run)
+        shown = f"No preview: {exc}"
     lines = [
         f"# {title}",
         "",
@@ -64,7 +67,7 @@ def publish_report(store: ResultStore, summary: dict[str, Any], title: str, key:
         f"Method `{prov.get('method')}` with {prov.get('method_params')}, "
         f"credible level {store.credible_level}, code {prov.get('code_version')}.",
         "",
-        preview_markdown(preview, "Preview"),
+        shown,
     ]
     record = calibration_record(store)
     if record is not None:

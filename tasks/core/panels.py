@@ -50,6 +50,7 @@ def store_preview(store: ResultStore, index: int = 0, what: str = "") -> Preview
         label = _label(ds[lead].values) if lead in ds.coords else str(index)
         where = f"{lead} {label}"
         caption = f"Slice {label}" if lead == "slice" else f"Time step {index} ({label})"
+    _require_computed(store, index, lead)
     names = [n for n in ("mean", "std", "lower", "upper", "reference") if n in ds]
     arrays = {n: np.asarray(ds[n].values, dtype=np.float64) for n in names}
     is_map = layout.x_coord is not None
@@ -72,6 +73,19 @@ def store_preview(store: ResultStore, index: int = 0, what: str = "") -> Preview
             and not segmentation:
         caption += "; std and error share one colour scale"
     return Preview(panels, caption, title=title, **hints)
+
+
+def _require_computed(store: ResultStore, index: int, lead: str) -> None:
+    """Refuse to draw an image whose region is not written yet: its arrays hold the store's fill
+    value, and a blank figure with a colour bar reads as a result."""
+    regions = store.regions
+    needed = range(len(regions)) if lead == "y" else [i for i, (a, b) in enumerate(regions) if a <= index < b]
+    missing = [i for i in needed if i not in store.done_regions()]
+    if missing:
+        done = len(store.done_regions())
+        what = "the field" if lead == "y" else f"{lead} {index}"
+        raise ValueError(f"{store.path}: {what} is not computed yet (region {missing[0]} pending; {done} of "
+                         f"{len(regions)} regions done): rerun the recipe, or wait for the run to reach it")
 
 
 def _panels(arrays: dict[str, np.ndarray], components: tuple[str, ...] | None, level: float, units: str,

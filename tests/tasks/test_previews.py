@@ -208,3 +208,13 @@ def test_a_segmentation_reference_is_drawn_beside_the_mean_not_subtracted(tmp_pa
     np.testing.assert_array_equal(preview.panels[2].image, (arrays[1]["reference"] > 0).astype(float))
     assert preview.panels[1].vmax == pytest.approx(0.1, rel=0.05)  # the std's own scale
     assert "share one colour scale" not in preview.caption
+
+
+def test_an_image_whose_region_is_not_written_yet_is_refused_not_drawn_blank(tmp_path):
+    store = ResultStore.create(tmp_path / "partial.zarr", n_slices=2, image_shape=(8, 8), pixel_size_mm=0.5,
+                               region_size=1, provenance=PROV, credible_level=0.9)
+    store.write_region(0, mean=np.ones((1, 8, 8), np.float32))
+    assert len(store_preview(store, 0).panels) == 1
+    with pytest.raises(ValueError, match=r"slice 1 is not computed yet \(region 1 pending; 1 of 2 regions done\)"):
+        store_preview(store, 1)
+

@@ -120,6 +120,26 @@ def check_measurement(y: torch.Tensor, operator, method: str) -> torch.Tensor:
     return y
 
 
+def flat_draws(y, operator, noise_sigma, n: int, method: str):
+    """The checks and the ``(n, B) -> n * B`` flattening shared by samplers that draw whole images.
+
+    Returns ``(y_flat, noise_flat, shape, n, batch)``: item ``s * B + b`` of the flat batch is
+    sample ``s`` of slice ``b``; ``shape`` is the operator's image shape, ``(H, W)`` or
+    ``(channels, H, W)`` (a complex image as real and imaginary channels).
+    """
+    y = check_measurement(y, operator, method)
+    if int(n) < 1:
+        raise ValueError(f"{method}: n must be >= 1, got {n}")
+    shape = tuple(operator.in_shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{method}: the operator's in_shape is {shape}; expected an image (H, W) or "
+                         "(channels, H, W) (a complex image as real and imaginary channels)")
+    n, batch = int(n), y.shape[0]
+    noise = per_slice_sigma(noise_sigma, batch, y, method)
+    y_flat = y.unsqueeze(0).expand(n, *y.shape).reshape(n * batch, *y.shape[1:])
+    return y_flat, noise.repeat(n), shape, n, batch
+
+
 def per_slice_sigma(noise_sigma, batch: int, like: torch.Tensor, method: str) -> torch.Tensor:
     """Noise level as a ``(B,)`` tensor, so a scalar and per-slice levels are handled alike."""
     if noise_sigma is None:

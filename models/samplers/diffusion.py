@@ -30,8 +30,7 @@ import torch
 
 from inversa.models.priors.schedule import ddim_step, epsilon_from_x0, sigmas
 
-from .base import (Sampler, SampleResult, StepCallback, Tally, check_measurement, expand_to, per_slice_sigma,
-                   standard_normal)
+from .base import (Sampler, SampleResult, StepCallback, Tally, expand_to, flat_draws, standard_normal)
 from .cg import conjugate_gradient
 
 
@@ -67,19 +66,9 @@ class DiffusionSampler(Sampler):
     def _setup(self, y, operator, noise_sigma, n, callback: StepCallback | None):
         if self.denoiser is None:
             raise ValueError(f"{self.name}: no denoiser set; pass denoiser=... or set the sampler's .denoiser")
-        y = check_measurement(y, operator, self.name)
-        if int(n) < 1:
-            raise ValueError(f"{self.name}: n must be >= 1, got {n}")
-        shape = tuple(operator.in_shape)
-        if len(shape) not in (2, 3):
-            raise ValueError(f"{self.name}: the operator's in_shape is {shape}; expected an image (H, W) or "
-                             "(channels, H, W) (a complex image as real and imaginary channels)")
-        n, batch = int(n), y.shape[0]
-        noise = per_slice_sigma(noise_sigma, batch, y, self.name)
-        # Item s * B + b of the flat batch is sample s of slice b.
-        y_flat = y.unsqueeze(0).expand(n, *y.shape).reshape(n * batch, *y.shape[1:])
+        y_flat, noise, shape, n, batch = flat_draws(y, operator, noise_sigma, n, self.name)
         levels = sigmas(self.n_steps, self.sigma_min, self.sigma_max, self.rho, dtype=y.dtype).tolist()
-        return y_flat, noise.repeat(n), shape, n, batch, levels, Tally(callback, total=self.n_steps)
+        return y_flat, noise, shape, n, batch, levels, Tally(callback, total=self.n_steps)
 
     @staticmethod
     def _normal(shape, n, batch, generator, like):

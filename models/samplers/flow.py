@@ -67,8 +67,7 @@ import torch
 
 from inversa.models.priors.flow import flow_times
 
-from .base import (Sampler, SampleResult, StepCallback, Tally, check_measurement, expand_to, per_slice_sigma,
-                   standard_normal)
+from .base import Sampler, SampleResult, StepCallback, Tally, expand_to, flat_draws, standard_normal
 from .cg import conjugate_gradient
 
 
@@ -137,18 +136,7 @@ class FlowDPS(Sampler):
     def _setup(self, y, operator, noise_sigma, n):
         if self.flow is None:
             raise ValueError("flowdps: no flow prior set; pass flow=... or set the sampler's .flow")
-        y = check_measurement(y, operator, self.name)
-        if int(n) < 1:
-            raise ValueError(f"flowdps: n must be >= 1, got {n}")
-        shape = tuple(operator.in_shape)
-        if len(shape) not in (2, 3):
-            raise ValueError(f"flowdps: the operator's in_shape is {shape}; expected an image (H, W) or "
-                             "(channels, H, W) (a complex image as real and imaginary channels)")
-        n, batch = int(n), y.shape[0]
-        noise = per_slice_sigma(noise_sigma, batch, y, self.name)
-        # Item s * B + b of the flat batch is sample s of slice b.
-        y_flat = y.unsqueeze(0).expand(n, *y.shape).reshape(n * batch, *y.shape[1:])
-        return y_flat, noise.repeat(n), shape, n, batch
+        return flat_draws(y, operator, noise_sigma, n, self.name)
 
     @torch.no_grad()
     def sample(self, y, operator, noise_sigma=None, n: int = 1, generator=None,

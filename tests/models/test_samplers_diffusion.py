@@ -23,29 +23,14 @@ import torch
 from inversa.models.physics.base import MatrixOperator
 from inversa.models.priors import GaussianDenoiser, ddim_step, sigmas
 from inversa.models.samplers.diffusion import DDS, DPS, REDDiff
-
-H = W = 6
-N_PIX, N_MEAS = H * W, 18
-PRIOR_MEAN, PRIOR_VAR = 0.5, 0.25
-NOISE = torch.tensor([0.05, 0.1], dtype=torch.float64)
-N_SAMPLES = 1000
+from tests.models.white_gaussian import (H, N_PIX, N_SAMPLES, NOISE, PRIOR_MEAN, PRIOR_VAR, W,
+                                        linear_problem, posterior_errors)
 
 
 def problem():
-    g = torch.Generator().manual_seed(3)
-    a = torch.randn(N_MEAS, N_PIX, generator=g, dtype=torch.float64) / math.sqrt(N_PIX)
-    op = MatrixOperator(a, (H, W), (N_MEAS,))
-    x = PRIOR_MEAN + math.sqrt(PRIOR_VAR) * torch.randn(2, N_PIX, generator=g, dtype=torch.float64)
-    y = x @ a.T + NOISE[:, None] * torch.randn(2, N_MEAS, generator=g, dtype=torch.float64)
+    a, op, y = linear_problem()
     den = GaussianDenoiser(PRIOR_MEAN, PRIOR_VAR * torch.eye(N_PIX, dtype=torch.float64), (H, W))
     return a, op, y, den
-
-
-def posterior(a, y, noise):
-    c = PRIOR_VAR * torch.eye(N_PIX, dtype=torch.float64)
-    gain = c @ a.T @ torch.linalg.inv(a @ c @ a.T + noise**2 * torch.eye(N_MEAS, dtype=torch.float64))
-    mean = PRIOR_MEAN + gain @ (y - a @ torch.full((N_PIX,), PRIOR_MEAN, dtype=torch.float64))
-    return mean, c - gain @ a @ c
 
 
 def errors(sampler, y=None):
@@ -54,18 +39,7 @@ def errors(sampler, y=None):
     y = y0 if y is None else y
     gens = [torch.Generator().manual_seed(10 + b) for b in range(2)]
     result = sampler.sample(y, op, NOISE, n=N_SAMPLES, generator=gens)
-    x = result.samples
-    assert x.shape == (N_SAMPLES, 2, H, W)
-    z_max, ratios, prior_z = 0.0, [], []
-    for b in range(2):
-        mean, cov = posterior(a, y0[b], NOISE[b])
-        sd = torch.sqrt(torch.diag(cov))
-        flat = x[:, b].reshape(N_SAMPLES, -1)
-        z_max = max(z_max, float(((flat.mean(0) - mean) / sd).abs().max()))
-        ratios.append(flat.var(0) / torch.diag(cov))
-        prior_z.append(float(((PRIOR_MEAN - mean) / sd).abs().max()))
-    ratios = torch.cat(ratios)
-    return z_max, float(ratios.min()), float(ratios.max()), min(prior_z), result
+    return (*posterior_errors(result.samples, a, y0), result)
 
 
 def test_gaussian_denoiser_is_the_posterior_mean_formula():

@@ -22,31 +22,17 @@ from inversa.models.priors.flow import FlowPrior, FlowVelocity
 from inversa.models.priors.gaussian_flow import GaussianFlow
 from inversa.models.priors.unet import UNet, UNetConfig
 from inversa.models.samplers.flow import FlowDPS
+from tests.models.white_gaussian import (H, N_PIX, N_SAMPLES, NOISE, PRIOR_MEAN, PRIOR_VAR, W,
+                                        linear_problem, posterior_errors)
 
-H = W = 6
-N_PIX, N_MEAS = H * W, 18
-PRIOR_MEAN, PRIOR_VAR = 0.5, 0.25
 OFFSET, SCALE = 0.2, 0.4
-NOISE = torch.tensor([0.05, 0.1], dtype=torch.float64)
-N_SAMPLES = 1000
 
 
 def problem():
-    g = torch.Generator().manual_seed(3)
-    a = torch.randn(N_MEAS, N_PIX, generator=g, dtype=torch.float64) / math.sqrt(N_PIX)
-    op = MatrixOperator(a, (H, W), (N_MEAS,))
-    x = PRIOR_MEAN + math.sqrt(PRIOR_VAR) * torch.randn(2, N_PIX, generator=g, dtype=torch.float64)
-    y = x @ a.T + NOISE[:, None] * torch.randn(2, N_MEAS, generator=g, dtype=torch.float64)
+    a, op, y = linear_problem()
     white = PRIOR_VAR * torch.eye(N_PIX, dtype=torch.float64)
     flow = GaussianFlow(PRIOR_MEAN, white, (H, W), offset=OFFSET, scale=SCALE)
     return a, op, y, flow
-
-
-def posterior(a, y, noise):
-    c = PRIOR_VAR * torch.eye(N_PIX, dtype=torch.float64)
-    gain = c @ a.T @ torch.linalg.inv(a @ c @ a.T + noise**2 * torch.eye(N_MEAS, dtype=torch.float64))
-    mean = PRIOR_MEAN + gain @ (y - a @ torch.full((N_PIX,), PRIOR_MEAN, dtype=torch.float64))
-    return mean, c - gain @ a @ c
 
 
 def gens(seed: int, count: int = 2):
@@ -59,18 +45,7 @@ def errors(sampler, y=None):
     a, op, y0, _ = problem()
     y = y0 if y is None else y
     result = sampler.sample(y, op, NOISE, n=N_SAMPLES, generator=gens(10))
-    x = result.samples
-    assert x.shape == (N_SAMPLES, 2, H, W)
-    z_max, ratios, prior_z = 0.0, [], []
-    for b in range(2):
-        mean, cov = posterior(a, y0[b], NOISE[b])
-        sd = torch.sqrt(torch.diag(cov))
-        flat = x[:, b].reshape(N_SAMPLES, -1)
-        z_max = max(z_max, float(((flat.mean(0) - mean) / sd).abs().max()))
-        ratios.append(flat.var(0) / torch.diag(cov))
-        prior_z.append(float(((PRIOR_MEAN - mean) / sd).abs().max()))
-    ratios = torch.cat(ratios)
-    return z_max, float(ratios.min()), float(ratios.max()), min(prior_z), result
+    return (*posterior_errors(result.samples, a, y0), result)
 
 
 def test_flowdps_recovers_the_posterior_mean():

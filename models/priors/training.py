@@ -143,10 +143,13 @@ class Trainer:
         self.denoiser.load_state_dict(model)
         self.ema.load_state_dict(ema)
         opt = self.optimiser.state_dict()
+        params = list(self.denoiser.parameters())
         grouped: dict[int, dict] = {}
         for k, v in part("optim.").items():
             idx, name = k.split(".", 1)
-            grouped.setdefault(int(idx), {})[name] = v.reshape(()) if name == "step" else v
+            # A checkpoint stores 0-d tensors as shape (1,): each moment takes its parameter's shape
+            # back (a VAE's learned decoder scale is a scalar), the step count a scalar.
+            grouped.setdefault(int(idx), {})[name] = v.reshape(()) if name == "step" else v.reshape(params[int(idx)].shape)
         opt["state"] = grouped
         self.optimiser.load_state_dict(opt)
         self.completed = int(completed)

@@ -129,3 +129,23 @@ def test_a_method_refuses_a_prior_of_another_family(trained, study, tmp_path):
                          output=str(tmp_path / "x.zarr"))
     with pytest.raises((ValueError, RecipeError), match=f"method 'dds' needs a {wanted} prior; .* is a {name} prior"):
         reconstruct(recipe)
+
+
+@pytest.fixture(scope="module")
+def tiny_hvae(tmp_path_factory):
+    return tiny_prior(tmp_path_factory.mktemp("hvae"), "hvae")
+
+
+@pytest.mark.parametrize("name, quick", [
+    ("ct-vble", ["method.params.n_iter=3", "method.params.mc_samples=2"]),
+    ("ct-pnp-hvae", ["method.params.n_iter=3", "method.params.cg_steps=2"]),
+    ("ct-vae-langevin", ["method.params.map_steps=2", "method.params.burn_in=2", "method.params.thin=1"]),
+])
+def test_the_shipped_vae_recipes_run_with_a_given_prior(name, quick, tiny_hvae, study, tmp_path):
+    measurement, truth = study
+    recipe = load_recipe(name, [f"method.params.prior={tiny_hvae}", "samples=2", "region_size=1", "calibration=off",
+                                *quick], input=str(measurement), reference=str(truth), output=str(tmp_path / "o.zarr"))
+    result = reconstruct(recipe)
+    ds = xr.open_zarr(result["store"])
+    assert np.isfinite(ds["mean"].values).all() and (ds["std"].values > 0).all()
+    assert ResultStore.open(result["store"]).provenance["prior"]["family"] == "hvae"

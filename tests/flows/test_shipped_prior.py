@@ -83,6 +83,18 @@ def test_sharper_prior_resolves_what_the_64_prior_blurs():
     assert min(gain) > 0.5, gain
 
 
+HVAE = priors_dir() / "htc-discs-hvae-64" / "prior"
+
+
+def test_shipped_hvae_prior_comes_from_its_recipe():
+    prior = load_prior(HVAE)
+    recipe = load_prior_recipe("prior-htc-discs-hvae")
+    assert prior.config["kind"] == "hvae-prior" and prior.hierarchical
+    assert prior.config["recipe_digest"] == training_digest(recipe)
+    assert prior.config["completed_steps"] == recipe.training["steps"]
+    assert prior.image_size == 64 and abs(prior.pixel_size_mm - 76.0 / 64) < 1e-12
+
+
 MRI_SHIPPED = priors_dir() / "mri-brain-64" / "prior"
 
 

@@ -35,6 +35,8 @@ class PriorFamily:
     - ``loss(module, x0, generator, training) -> scalar``: the training loss on normalised images,
       every random draw taken from ``generator`` (training resumes exactly);
     - ``wrap(module, config, source) -> prior``: the trained module as samplers use it, in physical units;
+    - ``from_arrays(arrays, config, source, device, weights) -> prior``: a checkpoint's prior, loaded
+      by the family's own loader (it knows what a mismatch of its network looks like);
     - ``unconditional(prior, n, seed) -> (n, *prior.shape)``: draws from the prior alone (previews);
     - ``sampler_defaults(prior) -> dict``: sampler parameters the prior supplies unless a recipe sets
       them (a diffusion prior's noise range).
@@ -45,6 +47,7 @@ class PriorFamily:
     build: Callable[[dict], nn.Module]
     loss: Callable[[nn.Module, torch.Tensor, torch.Generator | None, TrainingConfig], torch.Tensor]
     wrap: Callable[[nn.Module, dict, str], Any]
+    from_arrays: Callable[..., Any]
     unconditional: Callable[[Any, int, int], torch.Tensor]
     architecture: Any  # what reads ``config["architecture"]``: ``.from_dict`` (UNetConfig, VAEConfig)
     sampler_defaults: Callable[[Any], dict] = lambda prior: {}
@@ -62,15 +65,28 @@ def _diffusion() -> PriorFamily:
                               sigma_min=sampling.get("sigma_min", 0.002), sigma_max=sampling.get("sigma_max", 80.0),
                               config=config, source=source)
 
+    def from_arrays(arrays, config, source="", device="cpu", weights="ema"):
+        module = build_denoiser(config)
+        prefix = f"{weights}."
+        state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+        if not state:
+            raise ValueError(f"{source or 'checkpoint'}: no '{weights}' weights "
+                             f"(has prefixes {sorted({k.split('.')[0] for k in arrays})})")
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{source or 'checkpoint'}: weights do not fit the architecture in its config "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return wrap(module.float().to(device), config, source)
+
     return PriorFamily(
         name="diffusion", kind="diffusion-prior", build=build_denoiser,
         loss=lambda module, x0, generator, training: edm_loss(module, x0, training.p_mean, training.p_std, generator),
-        wrap=wrap, unconditional=ancestral_samples, architecture=UNetConfig,
+        wrap=wrap, from_arrays=from_arrays, unconditional=ancestral_samples, architecture=UNetConfig,
         sampler_defaults=lambda prior: {"sigma_min": prior.sigma_min, "sigma_max": prior.sigma_max})
 
 
 def _flow() -> PriorFamily:
-    from .flow import FlowPrior, build_velocity, flow_matching_loss, unconditional_flow_samples
+    from .flow import FlowPrior, build_velocity, flow_matching_loss, flow_prior_from_arrays, unconditional_flow_samples
     from .unet import UNetConfig
 
     def wrap(module, config, source):
@@ -81,7 +97,8 @@ def _flow() -> PriorFamily:
     return PriorFamily(
         name="flow-matching", kind="flow-prior", build=build_velocity,
         loss=lambda module, x0, generator, training: flow_matching_loss(module, x0, generator),
-        wrap=wrap, unconditional=lambda prior, n, seed: unconditional_flow_samples(prior, n, seed),
+        wrap=wrap, from_arrays=flow_prior_from_arrays,
+        unconditional=lambda prior, n, seed: unconditional_flow_samples(prior, n, seed),
         architecture=UNetConfig)
 
 
@@ -102,7 +119,7 @@ class _ArchitectureOf:
 
 def _vae(name: str) -> Callable[[], PriorFamily]:
     def make() -> PriorFamily:
-        from .vae import VAEConfig, VAEPrior, build_vae, unconditional_vae_samples, vae_loss
+        from .vae import VAEConfig, VAEPrior, build_vae, unconditional_vae_samples, vae_loss, vae_prior_from_arrays
 
         def wrap(module, config, source):
             norm = config.get("normalisation", {})
@@ -113,7 +130,8 @@ def _vae(name: str) -> Callable[[], PriorFamily]:
         return PriorFamily(
             name=name, kind=f"{name}-prior", build=build_vae,
             loss=lambda module, x0, generator, training: vae_loss(module, x0, generator),
-            wrap=wrap, unconditional=unconditional_vae_samples, architecture=_ArchitectureOf(VAEConfig, kind=name))
+            wrap=wrap, from_arrays=vae_prior_from_arrays, unconditional=unconditional_vae_samples,
+            architecture=_ArchitectureOf(VAEConfig, kind=name))
     return make
 
 
@@ -147,7 +165,8 @@ def family_of(config: dict) -> PriorFamily:
 
 def prior_from_checkpoint(arrays: dict[str, np.ndarray], config: dict, source: str = "",
                           device: str | torch.device = "cpu", weights: str = "ema"):
-    """Rebuild any family's prior from a checkpoint's arrays and config (read by ``data.checkpoints``).
+    """Rebuild any family's prior from a checkpoint's arrays and config (read by ``data.checkpoints``),
+    with the loader of the family its ``kind`` names.
 
     ``weights``: ``"ema"`` (the averaged weights, what sampling should use) or ``"model"``; a shipped
     prior holds only its EMA weights.
@@ -155,16 +174,4 @@ def prior_from_checkpoint(arrays: dict[str, np.ndarray], config: dict, source: s
     fam = family_of(config)
     if "architecture" not in config:
         raise ValueError(f"{source or 'checkpoint'}: config lacks 'architecture'")
-    module = fam.build(config)
-    prefix = f"{weights}."
-    state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
-    if not state:
-        raise ValueError(f"{source or 'checkpoint'}: no '{weights}' weights (has prefixes {sorted({k.split('.')[0] for k in arrays})})")
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{source or 'checkpoint'}: weights do not fit the architecture in its config "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    module = module.float().to(device).eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return fam.wrap(module, config, source)
+    return fam.from_arrays(arrays, config, source=source, device=device, weights=weights)

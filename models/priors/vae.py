@@ -512,6 +512,8 @@ def vae_prior_from_arrays(arrays: dict[str, np.ndarray], config: dict, source: s
     if not state:
         raise ValueError(f"{source or 'checkpoint'}: no '{weights}' weights (has prefixes {sorted({k.split('.')[0] for k in arrays})})")
     own = module.state_dict()
+    # Checkpoint files hold a 0-d tensor (the learned decoder scale) as shape (1,): give it its shape back.
+    state = {k: v.reshape(()) if k in own and own[k].ndim == 0 and v.shape == (1,) else v for k, v in state.items()}
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     misshapen = [k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or misshapen:

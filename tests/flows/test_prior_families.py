@@ -121,6 +121,36 @@ def test_the_method_runs_through_the_reconstruct_flow_with_calibrated_intervals(
     assert record is not None and record["scale"] > 0  # the calibration step applies to every family
 
 
+def test_a_batch_of_studies_runs_every_family_with_one_calibration(trained, tmp_path):
+    """`inversa batch` over two studies of one scanner: both stores complete, each records the
+    prior's family, and the calibration pairs (cached on disk) are simulated once for the batch."""
+    import json
+    import shutil
+
+    from inversa.flows.batch import SUMMARY_FILE, batch
+
+    name, path = trained
+    _, _, method, params = FAMILIES[name]
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for seed in (3, 4):
+        measurement, truth = tiny_study(tmp_path / f"s{seed}", n_slices=1, seed=seed)
+        shutil.move(measurement, folder / f"scan{seed}.nc")
+        shutil.move(truth, folder / f"scan{seed}_truth.nc")
+    recipe = load_recipe({"name": f"ct-{method}", "method": {"name": method, "params": {"prior": str(path), **params}},
+                          "samples": 2, "region_size": 1, "calibration": {"pairs": 2}})
+    result = batch(recipe, [str(folder)], str(tmp_path / "out"))
+    assert result["counts"]["done"] == 2
+    rows = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["datasets"]
+    records = []
+    for row in rows:
+        store = ResultStore.open(row["store"])
+        assert store.provenance["prior"]["family"] == name and row["metrics"]["psnr"] > 0
+        records.append(store.read_meta_json("calibration.json"))
+    assert records[0]["scale"] > 0 and records[0]["scale"] == records[1]["scale"]
+    assert sorted(r["cached"] for r in records) == [False, True]  # the second study reused the first's pairs
+
+
 def test_a_method_refuses_a_prior_of_another_family(trained, study, tmp_path):
     name, path = trained
     measurement, _ = study

@@ -12,7 +12,7 @@ separate simulated set (seed 7) of ``--calibration`` pairs, as the pipeline's ca
     python benchmarks/diffusion_eval.py [--prior priors/htc-discs-64/prior] [--phantoms 32]
         [--calibration 32] [--wedges 60 90] [--samples 4] [--methods fbp tv gaussian dps dds reddiff]
         [--flow-prior priors/htc-discs-flow-64] [--vae-prior priors/htc-discs-hvae-64]
-        [--threads N]
+        [--variant vble:n_iter=2000] [--threads N]
 
 The flow-matching and VAE methods (``flowdps``, ``vble``, ``pnp-hvae``, ``vae-langevin``) run
 with the prior their option names, built through the same method catalogue as a recipe (so a
@@ -69,9 +69,10 @@ def study(wedge: float, count: int, seed: int, size: int):
     return y, operator, float(m.attrs["noise_sigma"]), truth.reference.values, truth.segmentation.values
 
 
-def build(method: str, priors: dict[str, str]):
-    """The method as a recipe would build it, with the prior of its family (``priors``: family -> path)."""
-    params = dict(SAMPLER_SETTINGS.get(method, {}))
+def build(method: str, priors: dict[str, str], extra: dict | None = None):
+    """The method as a recipe would build it, with the prior of its family (``priors``: family -> path)
+    and ``extra`` parameters over the shipped settings (a ``--variant``)."""
+    params = {**SAMPLER_SETTINGS.get(method, {}), **(extra or {})}
     family = "diffusion" if method in DIFFUSION else "flow" if method in FLOW else "vae" if method in VAE else None
     if family is not None:
         if not priors.get(family):
@@ -97,8 +98,8 @@ def run(sampler, y, operator, sigma, samples: int, seed: int, chunk: int = 8):
     return draws.mean(axis=0), std, seconds, nfe
 
 
-def evaluate(method, priors, wedge, args, size):
-    sampler = build(method, priors)
+def evaluate(method, priors, wedge, args, size, extra=None):
+    sampler = build(method, priors, extra)
     y, op, sigma, ref, seg = study(wedge, args.phantoms, EVAL_SEED, size)
     mean, std, seconds, nfe = run(sampler, y, op, sigma, args.samples, EVAL_SEED)
     n_draws = 1 if sampler.deterministic else args.samples
@@ -127,6 +128,20 @@ def evaluate(method, priors, wedge, args, size):
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
+def parse_variant(text: str) -> tuple[str, str, dict]:
+    """``"vble:n_iter=2000,mc_samples=2"`` -> ``("vble n_iter=2000 mc_samples=2", "vble", {...})``."""
+    import yaml
+
+    method, _, settings = text.partition(":")
+    if not method or not settings:
+        raise SystemExit(f"--variant {text!r}: expected METHOD:KEY=VALUE[,KEY=VALUE]")
+    pairs = [item.partition("=") for item in settings.split(",")]
+    if any(not key or not eq for key, eq, _ in pairs):
+        raise SystemExit(f"--variant {text!r}: expected METHOD:KEY=VALUE[,KEY=VALUE]")
+    extra = {key: yaml.safe_load(value) for key, _, value in pairs}
+    return " ".join([method, *(f"{k}={v}" for k, v in extra.items())]), method, extra
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior", default=str(REPO / "priors" / "htc-discs-64" / "prior"))
@@ -137,6 +152,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["fbp", "tv", "gaussian", "dps", "dds", "reddiff"])
     parser.add_argument("--flow-prior", help="a flow-matching prior for flowdps")
     parser.add_argument("--vae-prior", help="a VAE or hierarchical VAE prior for vble, pnp-hvae, vae-langevin")
+    parser.add_argument("--variant", action="append", default=[], metavar="METHOD:KEY=VALUE[,KEY=VALUE]",
+                        help="also evaluate METHOD with these parameters over its shipped ones "
+                             "(e.g. vble:n_iter=2000); its row is named 'METHOD KEY=VALUE'")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -150,11 +168,12 @@ def main() -> None:
     results = {"prior": args.prior, "flow_prior": args.flow_prior, "vae_prior": args.vae_prior, "prior_steps": prior.config.get("completed_steps"), "grid": size,
                "phantoms": args.phantoms, "calibration_pairs": args.calibration, "samples": args.samples,
                "sampler_settings": SAMPLER_SETTINGS, "torch_threads": torch.get_num_threads(), "wedges": {}}
+    runs = [(m, m, None) for m in args.methods] + [parse_variant(v) for v in args.variant]
     for wedge in args.wedges:
         rows = {}
-        for method in args.methods:
-            rows[method] = evaluate(method, priors, wedge, args, size)
-            print(json.dumps({"wedge": wedge, "method": method, **rows[method]}), file=sys.stderr, flush=True)
+        for name, method, extra in runs:
+            rows[name] = evaluate(method, priors, wedge, args, size, extra)
+            print(json.dumps({"wedge": wedge, "method": name, **rows[name]}), file=sys.stderr, flush=True)
         results["wedges"][f"{wedge:g}"] = rows
     for key, rows in results["wedges"].items():
         diffusion = {m: r for m, r in rows.items() if m in ("dps", "dds", "reddiff")}

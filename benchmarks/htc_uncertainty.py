@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from limited_angle_htc import DATA, PIXEL_512_MM, run_case  # noqa: E402
 from report import command_line, emit  # noqa: E402
 
-METHODS = ("gaussian", "dps", "dds", "reddiff")
+METHODS = ("gaussian", "dps", "dds", "reddiff", "flowdps", "vble", "pnp-hvae", "vae-langevin")
 RANK_PIXELS = 50_000  # pixels drawn for the rank correlation (all 262,144 change it by < 0.005)
 
 

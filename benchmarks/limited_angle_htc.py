@@ -40,8 +40,8 @@ DATA = REPO / ".." / "shared" / "data" / "ct" / "htc2022"
 RECIPE = "htc2022-limited"
 PIXEL_512_MM = 0.14832
 # DESIGN.md: ASTRA 2.5 SIRT, 200 iterations, non-negative, 512 x 512, start 0 degrees.
-# Methods with a recipe of their own (htc2022-<method>.yaml): the diffusion samplers.
-OWN_RECIPES = ("gaussian", "dps", "dds", "reddiff")  # methods with an htc2022-<method> recipe
+# Methods with a recipe of their own (htc2022-<method>.yaml): the samplers with a learned prior, and gaussian.
+OWN_RECIPES = ("gaussian", "dps", "dds", "reddiff", "flowdps", "vble", "pnp-hvae", "vae-langevin")  # htc2022-<method> recipes
 ASTRA_SIRT = {"ta": {90: 0.81, 60: 0.65, 30: 0.60}, "tb": {90: 0.77, 60: 0.64, 30: 0.46}}
 
 

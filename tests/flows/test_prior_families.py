@@ -166,6 +166,11 @@ def tiny_hvae(tmp_path_factory):
     return tiny_prior(tmp_path_factory.mktemp("hvae"), "hvae")
 
 
+@pytest.fixture(scope="module")
+def tiny_flow(tmp_path_factory):
+    return tiny_prior(tmp_path_factory.mktemp("flow"), "flow-matching")
+
+
 @pytest.mark.parametrize("name, quick", [
     ("ct-vble", ["method.params.n_iter=3", "method.params.mc_samples=2"]),
     ("ct-pnp-hvae", ["method.params.n_iter=3", "method.params.cg_steps=2"]),
@@ -179,3 +184,30 @@ def test_the_shipped_vae_recipes_run_with_a_given_prior(name, quick, tiny_hvae, 
     ds = xr.open_zarr(result["store"])
     assert np.isfinite(ds["mean"].values).all() and (ds["std"].values > 0).all()
     assert ResultStore.open(result["store"]).provenance["prior"]["family"] == "hvae"
+
+
+def test_the_shipped_flowdps_recipe_runs_with_a_given_prior(tiny_flow, study, tmp_path):
+    measurement, truth = study
+    recipe = load_recipe("ct-flowdps", [f"method.params.prior={tiny_flow}", "samples=2", "region_size=1",
+                                        "calibration=off", "method.params.n_steps=3", "method.params.cg_steps=2"],
+                         input=str(measurement), reference=str(truth), output=str(tmp_path / "f.zarr"))
+    result = reconstruct(recipe)
+    ds = xr.open_zarr(result["store"])
+    assert np.isfinite(ds["mean"].values).all() and (ds["std"].values > 0).all()
+    store = ResultStore.open(result["store"])
+    assert store.provenance["prior"]["family"] == "flow-matching"
+    assert store.provenance["method_params"]["noise_mixing"] == "ancestral"
+
+
+@pytest.mark.parametrize("method, prior", [("vble", "hvae"), ("pnp-hvae", "hvae"), ("vae-langevin", "hvae"),
+                                           ("flowdps", "flow")])
+def test_each_new_method_has_an_htc2022_recipe_with_the_settings_of_its_ct_recipe(method, prior, request):
+    from inversa.tasks.core.priors import load_prior_cached
+    from inversa.tasks.kinds.ct.methods import build_sampler
+
+    path = request.getfixturevalue(f"tiny_{prior}")
+    htc = load_recipe(f"htc2022-{method}", [f"method.params.prior={path}", "angular_range_deg=60"])
+    ct = load_recipe(f"ct-{method}", [f"method.params.prior={path}"])
+    assert htc.method == ct.method and htc.samples == ct.samples and htc.angular_range_deg == 60.0
+    sampler = build_sampler(htc.method.name, htc.method.params)
+    assert getattr(sampler, sampler.prior_param) is load_prior_cached(path)

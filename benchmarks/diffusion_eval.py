@@ -53,7 +53,7 @@ SAMPLER_SETTINGS = {
     "dps": dict(n_steps=50),
     "dds": dict(n_steps=50, cg_steps=5),
     "reddiff": dict(n_steps=100, lr=0.2, lr_final=0.01, lam=16.0),
-    "flowdps": dict(n_steps=28, cg_steps=5, noise_mixing="ancestral"),
+    "flowdps": dict(n_steps=28, cg_steps=5, noise_mixing="flowdps"),
     "vble": {}, "pnp-hvae": {}, "vae-langevin": {},
 }
 DIFFUSION, FLOW, VAE = ("dps", "dds", "reddiff"), ("flowdps",), ("vble", "pnp-hvae", "vae-langevin")

@@ -196,7 +196,7 @@ def test_the_shipped_flowdps_recipe_runs_with_a_given_prior(tiny_flow, study, tm
     assert np.isfinite(ds["mean"].values).all() and (ds["std"].values > 0).all()
     store = ResultStore.open(result["store"])
     assert store.provenance["prior"]["family"] == "flow-matching"
-    assert store.provenance["method_params"]["noise_mixing"] == "ancestral"
+    assert store.provenance["method_params"]["noise_mixing"] == "flowdps"
 
 
 @pytest.mark.parametrize("method, prior", [("vble", "hvae"), ("pnp-hvae", "hvae"), ("vae-langevin", "hvae"),

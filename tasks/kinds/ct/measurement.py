@@ -22,7 +22,11 @@ from inversa.tasks.core.inputs import FILE_READ_LOCK, cached_by_file_version, fi
 from inversa.tasks.kinds.ct.recipe import MAX_GRID, MIN_GRID, CTRecipe
 
 
-@cached_by_file_version(maxsize=2)
+# Eight versions: a batch's region threads work on several datasets at once, and an entry evicted
+# while another dataset opens is closed by xarray's finaliser in whichever thread drops it last;
+# with two, a three-dataset batch evicted under load and netCDF4 crashed in that close (twice in
+# one afternoon's CI runs on a loaded machine).
+@cached_by_file_version(maxsize=8)
 def _cached_measurement(key: tuple, path: str, fmt: str | None, options: tuple, wedge: tuple, step: int) -> xr.Dataset:
     ds = read = read_measurement(path, format=fmt, **dict(options))
     if wedge[0] is not None:
@@ -34,14 +38,15 @@ def _cached_measurement(key: tuple, path: str, fmt: str | None, options: tuple, 
     return ds
 
 
-@cached_by_file_version(maxsize=2)
+@cached_by_file_version(maxsize=8)
 def _cached_reference(key: tuple, path: str, variable: str | None) -> xr.DataArray:
     return read_reference(path, variable=variable)
 
 
 def load_reference(path: str, variable: str | None = None) -> xr.DataArray:
     """The reference a recipe names, read once per process (regions would otherwise re-read it)."""
-    return _cached_reference(file_key(path), path, variable)
+    with FILE_READ_LOCK:  # as the measurement: one netCDF4/HDF5 open or close at a time
+        return _cached_reference(file_key(path), path, variable)
 
 
 def load_measurement(recipe: CTRecipe) -> xr.Dataset:

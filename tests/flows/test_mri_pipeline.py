@@ -97,7 +97,7 @@ def hvae_prior(tmp_path_factory):
 @pytest.mark.parametrize("name, quick", [
     ("mri-vble", ["method.params.n_iter=3", "method.params.mc_samples=2"]),
     ("mri-pnp-hvae", ["method.params.n_iter=3", "method.params.cg_steps=2"]),
-    ("mri-vae-langevin", ["method.params.map_steps=2", "method.params.burn_in=2", "method.params.thin=1"]),
+    ("mri-vae-langevin", ["method.params.map_steps=2", "method.params.burn_in=20", "method.params.thin=1"]),
 ])
 def test_vae_samplers_store_the_magnitude_posterior_with_calibration(study, hvae_prior, tmp_path, name, quick):
     _, result = _run(name, study, tmp_path / f"{name}.zarr", f"method.params.prior={hvae_prior}", *quick,

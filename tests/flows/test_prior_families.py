@@ -174,7 +174,7 @@ def tiny_flow(tmp_path_factory):
 @pytest.mark.parametrize("name, quick", [
     ("ct-vble", ["method.params.n_iter=3", "method.params.mc_samples=2"]),
     ("ct-pnp-hvae", ["method.params.n_iter=3", "method.params.cg_steps=2"]),
-    ("ct-vae-langevin", ["method.params.map_steps=2", "method.params.burn_in=2", "method.params.thin=1"]),
+    ("ct-vae-langevin", ["method.params.map_steps=2", "method.params.burn_in=20", "method.params.thin=1"]),
 ])
 def test_the_shipped_vae_recipes_run_with_a_given_prior(name, quick, tiny_hvae, study, tmp_path):
     measurement, truth = study

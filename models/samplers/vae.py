@@ -431,12 +431,9 @@ class LatentLangevin(VAESampler):
         # rejected every time (a chain that never moves reports zero spread).
         h = torch.full((chains * batch,), self.step_size, dtype=y.dtype, device=y.device)
 
-        def per_item(t, like):
-            return t.reshape(-1, *([1] * (like.ndim - 1)))
-
         def log_proposal(to, start, grads):
             """``log q(to | start)`` per item, up to a constant: ``N(start - h M g, 2 h M)``."""
-            return -sum(_per_item_sum((t - a + per_item(h, t) * m * g) ** 2 / (4 * per_item(h, t) * m))
+            return -sum(_per_item_sum((t - a + expand_to(h, t) * m * g) ** 2 / (4 * expand_to(h, t) * m))
                         for t, a, m, g in zip(to, start, metric, grads))
 
         z = [_repeat(m, chains) for m in z_map]
@@ -448,12 +445,10 @@ class LatentLangevin(VAESampler):
             if k == steps:
                 break
             xi = self._normals(latent_shapes, chains, batch, generator, y)
-            proposal = [t - per_item(h, t) * m * g + torch.sqrt(2 * per_item(h, t) * m) * e
+            proposal = [t - expand_to(h, t) * m * g + torch.sqrt(2 * expand_to(h, t) * m) * e
                         for t, m, g, e in zip(z, metric, grads, xi)]
             p_loss, p_grads, p_x = energy(proposal)
-            # Metropolis correction (MALA): the decoder is not linear, and an unadjusted step that
-            # the MAP's curvature deems safe can overshoot where the curvature grows, after which
-            # ULA diverges (it did on the real HTC2022 scans); a rejected item keeps its state.
+            # Metropolis correction (module docstring); a rejected item keeps its state.
             log_ratio = (loss - p_loss + log_proposal(z, proposal, p_grads) - log_proposal(proposal, z, grads))
             u = torch.special.ndtr(standard_normal((), chains, batch, generator, y).reshape(-1))
             accept = torch.isfinite(p_loss) & (torch.log(u) < log_ratio.nan_to_num(nan=-math.inf))
@@ -461,7 +456,7 @@ class LatentLangevin(VAESampler):
                 h = h * torch.exp(0.5 * (accept.to(h.dtype) - 0.574))
 
             def pick(new, old):
-                return torch.where(per_item(accept, new), new, old)
+                return torch.where(expand_to(accept, new), new, old)
 
             z = [pick(a, b) for a, b in zip(proposal, z)]
             grads = [pick(a, b) for a, b in zip(p_grads, grads)]

@@ -70,6 +70,7 @@ def test_the_wheel_holds_one_namespace_and_the_resources(installed):
                      "inversa/priors/htc-discs-hvae-64/prior.safetensors", "inversa/priors/htc-discs-flow-64/prior.json",
                      "inversa/recipes/ct-flowdps.yaml", "inversa/recipes/htc2022-vble.yaml", "inversa/recipes/mri-vble.yaml",
                      "inversa/priors/mri-brain-hvae-64/prior.safetensors",
+                     "inversa/priors/mri-brain-flow-64/prior.safetensors", "inversa/recipes/mri-flowdps.yaml",
                      "inversa/recipes/mri-dds.yaml", "inversa/deploy/dask/local.py",
                      "inversa/tasks/kinds/ct/__init__.py", "inversa/tasks/kinds/field/__init__.py",
                      "inversa/tasks/kinds/mri/__init__.py"):

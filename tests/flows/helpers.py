@@ -36,14 +36,15 @@ def tiny_mri_study(directory: Path, n_slices: int = 2, seed: int = 3, **options)
     return write_mri_study(directory, "brain", **settings)
 
 
-def tiny_mri_prior(directory: Path) -> Path:
-    """A two-channel (complex) MR prior of 16 x 16 trained for two steps: enough to run the samplers."""
+def tiny_mri_prior(directory: Path, recipe_name: str = "prior-mri-brain",
+                   network: tuple[str, ...] = ("architecture.attention_levels=[1]",)) -> Path:
+    """A two-channel (complex) MR prior of 16 x 16 from a shipped prior recipe, trained for two steps:
+    enough to run the samplers of its family."""
     from inversa.tasks.core.prior_recipe import load_prior_recipe
     from inversa.tasks.core.training import TrainingRun
 
-    recipe = load_prior_recipe("prior-mri-brain", ["data.image_size=16", "architecture.channels=[8,16]",
-                                                   "architecture.attention_levels=[1]", "training.steps=2",
-                                                   "training.batch_size=2"])
+    recipe = load_prior_recipe(recipe_name, ["data.image_size=16", "architecture.channels=[8,16]", *network,
+                                             "training.steps=2", "training.batch_size=2"])
     run = TrainingRun(recipe, directory)
     run.train(2)
     run.save()

@@ -81,33 +81,32 @@ def test_diffusion_samplers_store_the_magnitude_posterior_and_the_complex_mean(s
 
 @pytest.fixture(scope="module")
 def hvae_prior(tmp_path_factory):
-    """A two-channel MR hierarchical VAE of 16 x 16 from the shipped recipe, trained for two steps."""
-    from inversa.tasks.core.prior_recipe import load_prior_recipe
-    from inversa.tasks.core.training import TrainingRun
-
-    directory = tmp_path_factory.mktemp("mri-hvae")
-    recipe = load_prior_recipe("prior-mri-brain-hvae", ["data.image_size=16", "architecture.channels=[8,16]",
-                                                         "training.steps=2", "training.batch_size=2"])
-    run = TrainingRun(recipe, directory)
-    run.train(2)
-    run.save()
-    return directory / "prior"
+    return tiny_mri_prior(tmp_path_factory.mktemp("mri-hvae"), "prior-mri-brain-hvae", network=())
 
 
-@pytest.mark.parametrize("name, quick", [
-    ("mri-vble", ["method.params.n_iter=3", "method.params.mc_samples=2"]),
-    ("mri-pnp-hvae", ["method.params.n_iter=3", "method.params.cg_steps=2"]),
-    ("mri-vae-langevin", ["method.params.map_steps=2", "method.params.burn_in=20", "method.params.thin=1"]),
+@pytest.fixture(scope="module")
+def flow_prior(tmp_path_factory):
+    return tiny_mri_prior(tmp_path_factory.mktemp("mri-flow"), "prior-mri-brain-flow")
+
+
+@pytest.mark.parametrize("name, prior_fixture, family, quick", [
+    ("mri-vble", "hvae_prior", "hvae", ["method.params.n_iter=3", "method.params.mc_samples=2"]),
+    ("mri-pnp-hvae", "hvae_prior", "hvae", ["method.params.n_iter=3", "method.params.cg_steps=2"]),
+    ("mri-vae-langevin", "hvae_prior", "hvae",
+     ["method.params.map_steps=2", "method.params.burn_in=20", "method.params.thin=1"]),
+    ("mri-flowdps", "flow_prior", "flow-matching", ["method.params.n_steps=3", "method.params.cg_steps=2"]),
 ])
-def test_vae_samplers_store_the_magnitude_posterior_with_calibration(study, hvae_prior, tmp_path, name, quick):
-    _, result = _run(name, study, tmp_path / f"{name}.zarr", f"method.params.prior={hvae_prior}", *quick,
+def test_other_prior_families_store_the_magnitude_posterior_with_calibration(study, request, tmp_path, name,
+                                                                             prior_fixture, family, quick):
+    prior = request.getfixturevalue(prior_fixture)
+    _, result = _run(name, study, tmp_path / f"{name}.zarr", f"method.params.prior={prior}", *quick,
                      "samples=3", "store_samples=true", "calibration.pairs=2")
     ds = xr.open_zarr(result["store"])
     samples = ds["samples"].values
     assert samples.shape == (3, 2, 32, 32) and (samples >= 0).all()  # magnitudes at the scan's matrix
     np.testing.assert_allclose(ds["mean"].values, samples.mean(axis=0), rtol=1e-4, atol=1e-6)
     store = ResultStore.open(result["store"])
-    assert store.provenance["prior"]["family"] == "hvae"
+    assert store.provenance["prior"]["family"] == family
     assert store.read_meta_json("calibration.json")["scale"] > 0
 
 

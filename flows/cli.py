@@ -29,6 +29,7 @@ from inversa.tasks.core.devices import resolve_device
 from inversa.tasks.core.calibration_plot import calibration_record, save_calibration_png
 from inversa.tasks.core.previews import write_preview_png
 from inversa.tasks.core.prior_recipe import load_prior_recipe
+from inversa.tasks.core.priors import recipes_taking
 from inversa.tasks.core.recipe import load_recipe
 from inversa.tasks.core.limits import human_bytes
 from inversa.tasks.core.stores import check_output, make_plan
@@ -188,8 +189,11 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     if done < total:
         again = "without --steps (or with a larger one)" if args.steps else "the same command"
         print(f"resume     rerun {again} to train the remaining {total - done} steps")
-    print(f"use it     inversa run ct-dds --input STUDY --output OUT.zarr --set method.params.prior={prior}")
-    print("           (or method.params.prior in any diffusion recipe: ct-dps, ct-reddiff, htc2022-dds, ...)")
+    recipes = recipes_taking(prior)
+    if recipes:
+        print(f"use it     inversa run {recipes[0]} --input STUDY --output OUT.zarr --set method.params.prior={prior}")
+        if len(recipes) > 1:
+            print(f"           (or method.params.prior in {', '.join(recipes[1:])})")
     print(f"           python: from inversa.tasks.core.priors import load_prior; prior = load_prior({str(prior)!r})")
     return 0
 

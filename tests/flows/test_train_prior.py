@@ -14,10 +14,11 @@ from inversa.data.checkpoints import load_checkpoint
 from inversa.flows.cli import main
 from inversa.tasks.core.prior_recipe import load_prior_recipe
 from inversa.resources import priors_dir, recipes_dir
-from inversa.tasks.core.recipe import RecipeError
+from inversa.tasks.core.methods import check_family
+from inversa.tasks.core.recipe import RecipeError, load_recipe
 from inversa.flows.train_prior import chunks, train_prior
 from inversa.models.priors.training import Trainer
-from inversa.tasks.core.priors import resolve_prior_path
+from inversa.tasks.core.priors import recipes_taking, resolve_prior_path
 from inversa.tasks.core.priors import load_prior
 from inversa.tasks.core.training import TrainingRun
 
@@ -304,3 +305,17 @@ def test_overwrite_restarts_and_keeps_foreign_files(straight, tmp_path, capsys):
         train_prior(_recipe(training__seed=1), str(out), steps=1)
     result = train_prior(_recipe(training__seed=1), str(out), steps=1, overwrite=True)
     assert result["completed_steps"] == 1
+
+
+@pytest.mark.parametrize("prior, first, never", [
+    ("htc-discs-64", "ct-dds", "ct-flowdps"),  # a diffusion prior of the discs: CT diffusion recipes only
+    ("htc-discs-flow-64", "ct-flowdps", "ct-dds"),  # its family decides the method
+    ("mri-brain-flow-64", "mri-flowdps", "ct-flowdps"),  # two channels: MR recipes, never CT ones
+    ("mri-brain-hvae-64", "mri-pnp-hvae", "ct-vble"),
+])
+def test_the_suggested_recipes_take_the_prior_s_family_and_channels(prior, first, never):
+    recipes = recipes_taking(prior)
+    assert recipes[0] == first and never not in recipes
+    for name in recipes:  # each would accept it: the same family check the pipeline makes
+        method = load_recipe(name).method
+        check_family(method.name, load_prior(priors_dir() / prior / "prior"), method.params["prior"])

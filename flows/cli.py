@@ -29,8 +29,7 @@ from inversa.tasks.core.devices import resolve_device
 from inversa.tasks.core.calibration_plot import calibration_record, save_calibration_png
 from inversa.tasks.core.previews import write_preview_png
 from inversa.tasks.core.prior_recipe import load_prior_recipe
-from inversa.tasks.core.priors import recipes_taking
-from inversa.tasks.core.recipe import load_recipe
+from inversa.tasks.core.recipe import load_recipe, recipes_taking
 from inversa.tasks.core.limits import human_bytes
 from inversa.tasks.core.stores import check_output, make_plan
 from inversa.tasks.core.training import check_run_directory

@@ -26,7 +26,9 @@ import torch
 from inversa.models.priors.families import family_of
 from inversa.models.samplers import REGISTRY, Sampler
 from inversa.tasks.core.params import ParameterSchema
-from inversa.tasks.core.priors import PRIOR_PARAM, load_prior_cached
+from inversa.tasks.core.priors import load_prior_cached
+
+PRIOR_PARAM = "prior"
 
 
 def uses_prior(name: str) -> bool:

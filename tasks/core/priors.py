@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from inversa.data.checkpoints import CheckpointError, checkpoint_paths, load_checkpoint, read_config
 from inversa.models.priors.families import family_of, prior_from_checkpoint
-from inversa.models.samplers import REGISTRY
-from inversa.resources import priors_dir, recipes_dir
+from inversa.resources import priors_dir
 
-PRIOR_PARAM = "prior"  # the method parameter (method.params.prior) that names a checkpoint
 PRIOR_CHECKPOINT = "prior"  # the EMA-only checkpoint a training directory holds (tasks.core.training.PRIOR)
 
 _prior_lock = threading.Lock()
@@ -73,27 +70,6 @@ def prior_record(path: str | Path) -> dict[str, Any]:
         "image_size": data.get("image_size"),
         "pixel_size_mm": data.get("pixel_size_mm"),
     }
-
-
-def recipes_taking(path: str | Path) -> list[str]:
-    """The shipped reconstruction recipes a checkpoint can replace the prior of: their method takes its
-    family and their own prior has its channels (a complex MR prior is no use to a CT recipe). What
-    `train-prior` suggests once a prior is trained."""
-    config = read_config(resolve_prior_path(path))
-    family, channels = family_of(config).name, config.get("architecture", {}).get("in_channels", 1)
-    names = []
-    for recipe in sorted(recipes_dir().glob("*.yaml")):
-        method = (yaml.safe_load(recipe.read_text()) or {}).get("method") or {}
-        theirs = (method.get("params") or {}).get(PRIOR_PARAM)
-        if not theirs or family not in getattr(REGISTRY.get(method.get("name")), "prior_families", ()):
-            continue
-        try:
-            their_channels = read_config(resolve_prior_path(theirs)).get("architecture", {}).get("in_channels", 1)
-        except PriorNotFound:
-            continue
-        if their_channels == channels:
-            names.append(recipe.stem)
-    return names
 
 
 def load_prior(path, device: str | torch.device = "cpu", weights: str = "ema"):

@@ -23,11 +23,13 @@ from typing import Annotated, Any, ClassVar, Literal, Self, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from inversa.data.checkpoints import read_config
+from inversa.models.priors.families import family_of
 from inversa.models.samplers import REGISTRY
 from inversa.resources import recipes_dir
 from inversa.tasks.core.methods import PRIOR_PARAM, uses_prior
 from inversa.tasks.core.params import did_you_mean
-from inversa.tasks.core.priors import PriorNotFound, prior_record
+from inversa.tasks.core.priors import PriorNotFound, prior_record, resolve_prior_path
 from inversa.tasks.core.runner import RunnerOptions
 from inversa.tasks.kinds import DEFAULT_KIND, kind_named, kind_names
 
@@ -340,6 +342,30 @@ def read_recipe_fields(name_or_path: str | Path | Mapping, overrides: list[str] 
         if not isinstance(raw, dict):
             raise RecipeError(f"{source}: expected a mapping of recipe fields at the top level")
     return apply_overrides(raw, overrides or [], source), source
+
+
+def _prior_channels(config: dict[str, Any]) -> int:
+    return int(config.get("architecture", {}).get("in_channels", 1))
+
+
+def recipes_taking(prior: str | Path) -> list[str]:
+    """The shipped reconstruction recipes a checkpoint can replace the prior of: their method takes its
+    family and their own prior has its channels (a complex MR prior is no use to a CT recipe). What
+    `train-prior` suggests once a prior is trained."""
+    config = read_config(resolve_prior_path(prior))
+    family = family_of(config).name
+    names = []
+    for path in sorted(recipes_dir().glob("*.yaml")):
+        method = read_recipe_fields(path, [], str(path))[0].get("method") or {}
+        theirs = (method.get("params") or {}).get(PRIOR_PARAM)
+        if not theirs or family not in getattr(REGISTRY.get(method.get("name")), "prior_families", ()):
+            continue
+        try:
+            if _prior_channels(read_config(resolve_prior_path(theirs))) == _prior_channels(config):
+                names.append(path.stem)
+        except PriorNotFound:
+            continue
+    return names
 
 
 def validation_problems(exc: ValidationError, model: type[BaseModel]) -> str:

@@ -15,10 +15,10 @@ from inversa.flows.cli import main
 from inversa.tasks.core.prior_recipe import load_prior_recipe
 from inversa.resources import priors_dir, recipes_dir
 from inversa.tasks.core.methods import check_family
-from inversa.tasks.core.recipe import RecipeError, load_recipe
+from inversa.tasks.core.recipe import RecipeError, load_recipe, recipes_taking
 from inversa.flows.train_prior import chunks, train_prior
 from inversa.models.priors.training import Trainer
-from inversa.tasks.core.priors import recipes_taking, resolve_prior_path
+from inversa.tasks.core.priors import resolve_prior_path
 from inversa.tasks.core.priors import load_prior
 from inversa.tasks.core.training import TrainingRun
 
